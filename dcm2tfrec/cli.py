@@ -1,0 +1,164 @@
+"""The ``dcm2tfrec`` command line: parses options, calls the library, formats the result.
+
+Heavy libraries are imported inside the commands so that ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .convert import ConvertResult
+
+#: Exit codes, documented in the README.
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class CliError(click.ClickException):
+    """A library error shown as ``Error: message`` with a chosen exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dcm2tfrec")
+def cli() -> None:
+    """Turn a folder of DICOM images plus a labels CSV into sharded TFRecords."""
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _summary(result: ConvertResult) -> str:
+    totals = result.manifest["totals"]
+    rate = result.records / result.seconds if result.seconds > 0 else 0.0
+    lines = [
+        f"dcm2tfrec convert: {result.rows} rows -> {result.records} records in {len(result.shards)} "
+        f"shard(s), {_human_bytes(totals['bytes'])}, in {result.out}",
+        f"time {result.seconds:.1f} s, {rate:.1f} images/s",
+    ]
+    if result.failures:
+        lines.append(f"rejected {len(result.failures)} row(s), listed in {result.out / 'errors.csv'}:")
+        width = max(len(r) for r in result.rejected_by_reason)
+        lines += [f"  {reason:<{width}}  {n}" for reason, n in result.rejected_by_reason.items()]
+    else:
+        lines.append("rejected 0 rows")
+    counts = ", ".join(f"{k}: {v}" for k, v in result.manifest["target_counts"].items())
+    lines.append(f"targets {counts or '-'}")
+    return "\n".join(lines)
+
+
+def _progress_bar(quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, unit="img", file=sys.stderr, disable=quiet, dynamic_ncols=True)
+        bar["bar"].update(done - bar["bar"].n)
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return update, close
+
+
+@cli.command()
+@click.option("--labels", type=click.Path(path_type=Path), required=True, help="Labels CSV (UTF-8).")
+@click.option("--images", type=click.Path(path_type=Path), required=True, help="Root folder; CSV paths are relative to it.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder for shards, manifest, errors.")
+@click.option("--id-col", default="image_id", show_default=True, help="CSV column with the image id.")
+@click.option("--path-col", default="path", show_default=True, help="CSV column with the DICOM path.")
+@click.option("--path-template", default=None, help="Build the path from columns instead, e.g. '{patient_id}/{image_id}.dcm'.")
+@click.option("--target-col", default="target", show_default=True, help="CSV column with the integer target.")
+@click.option("--size", default="256", show_default=True, help="Output size: N (square) or WIDTHxHEIGHT, e.g. 512x384.")
+@click.option("--resize", "resize_mode", type=click.Choice(["stretch", "letterbox", "crop"]), default="stretch", show_default=True,
+              help="stretch ignores aspect; letterbox fits and pads with black; crop fills and cuts the centre.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True, help="Output channels.")
+@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
+              help="8: windowed display image; 16: modality values + 32768, lossless.")
+@click.option("--window", default="auto", show_default=True, help="auto (file's VOI LUT/window), none (min-max) or CENTER,WIDTH.")
+@click.option("--png-level", type=click.IntRange(0, 9), default=3, show_default=True, help="PNG compression level.")
+@click.option("--records-per-shard", type=click.IntRange(min=1), default=1000, show_default=True, help="Records per shard.")
+@click.option("--prefix", default="train", show_default=True, help="Shard name prefix: PREFIX-00000-COUNT.tfrec.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Worker processes (0 = all cores).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the record order shuffle.")
+@click.option("--shuffle/--no-shuffle", default=True, show_default=True, help="Shuffle record order (seeded) or keep CSV order.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous output in --out (only files dcm2tfrec wrote).")
+@click.option("--allow-outside-root", is_flag=True, help="Accept CSV paths that resolve outside --images.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+def convert(**opts: Any) -> None:
+    """Convert DICOM files listed in a labels CSV into TFRecord shards.
+
+    \b
+    Exit codes: 0 all rows converted; 3 finished, some rows rejected (see errors.csv);
+    2 usage, option or CSV error (nothing written); 1 unexpected error; 130 interrupted.
+    """
+    from .config import Columns, ConfigError, ConvertConfig, ImageSpec, Interrupted, OutputError
+    from .config import parse_size, parse_window
+    from .convert import convert as run
+
+    update, close = _progress_bar(opts["quiet"])
+    try:
+        width, height = parse_size(opts["size"])
+        config = ConvertConfig(
+            labels=opts["labels"],
+            images=opts["images"],
+            out=opts["out"],
+            columns=Columns(opts["id_col"], opts["path_col"], opts["path_template"], opts["target_col"]),
+            image=ImageSpec(
+                width=width,
+                height=height,
+                resize=opts["resize_mode"],
+                channels=int(opts["channels"]),
+                bits=int(opts["bits"]),
+                window=parse_window(opts["window"]),
+                png_level=opts["png_level"],
+            ),
+            records_per_shard=opts["records_per_shard"],
+            prefix=opts["prefix"],
+            workers=opts["workers"],
+            seed=opts["seed"],
+            shuffle=opts["shuffle"],
+            overwrite=opts["overwrite"],
+            allow_outside_root=opts["allow_outside_root"],
+            quiet=opts["quiet"],
+        )
+        result = run(config, progress=update)
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    except OutputError as exc:
+        raise CliError(str(exc), EXIT_UNEXPECTED) from None
+    except (Interrupted, KeyboardInterrupt) as exc:
+        raise CliError(str(exc) or "interrupted", EXIT_INTERRUPTED) from None
+    finally:
+        close()
+    if not opts["quiet"]:
+        click.echo(_summary(result))
+    sys.exit(result.exit_code)
+
+
+def main() -> None:
+    """Console entry point: unexpected exceptions exit 1 with a traceback and a clear line."""
+    try:
+        cli.main(prog_name="dcm2tfrec")
+    except Exception:
+        traceback.print_exc()
+        click.echo("Error: unexpected failure (exit 1); the traceback above says where.", err=True)
+        sys.exit(EXIT_UNEXPECTED)

@@ -1,0 +1,165 @@
+"""Frozen configuration for a conversion run, option parsing helpers and the error types."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ResizeMode = Literal["stretch", "letterbox", "crop"]
+WindowMode = Literal["auto", "none", "fixed"]
+
+#: Offset added to modality values in 16-bit records: png = round(modality value) + 32768,
+#: so the whole signed 16-bit range (CT Hounsfield units included) is stored losslessly.
+VALUE_OFFSET_16 = 32768
+
+
+class Dcm2TfrecError(Exception):
+    """Base class of the errors the library raises on purpose."""
+
+
+class ConfigError(Dcm2TfrecError):
+    """Bad options, a bad or unreadable labels CSV, or an output folder that cannot be used.
+
+    Raised before anything is written.
+    """
+
+
+class OutputError(Dcm2TfrecError):
+    """Writing the output failed (disk full, permissions); the message names the path."""
+
+
+class Interrupted(Dcm2TfrecError):
+    """The run was interrupted (Ctrl-C); finished shards are kept, no partial shard is."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """How 8-bit output is windowed: the file's own VOI (auto), min-max (none) or fixed C/W."""
+
+    mode: WindowMode = "auto"
+    center: float | None = None
+    width: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.center:g},{self.width:g}" if self.mode == "fixed" else self.mode
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What each output image looks like and how pixels get there (the pixel policy)."""
+
+    width: int = 256
+    height: int = 256
+    resize: ResizeMode = "stretch"
+    channels: int = 1
+    bits: int = 8
+    window: Window = field(default_factory=Window)
+    png_level: int = 3
+    #: auto-window fallback when a file carries no VOI: these percentiles of the image's
+    #: modality values map to 0 and 255 (min-max when they coincide).
+    fallback_percentiles: tuple[float, float] = (0.5, 99.5)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which CSV columns hold the id, the path (or a path template) and the target."""
+
+    id_col: str = "image_id"
+    path_col: str | None = "path"
+    path_template: str | None = None
+    target_col: str = "target"
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Everything a conversion run needs; build it with :func:`make_config` from user input."""
+
+    labels: Path
+    images: Path
+    out: Path
+    columns: Columns = field(default_factory=Columns)
+    image: ImageSpec = field(default_factory=ImageSpec)
+    records_per_shard: int = 1000
+    prefix: str = "train"
+    workers: int = 0
+    seed: int = 42
+    shuffle: bool = True
+    overwrite: bool = False
+    allow_outside_root: bool = False
+    chunk_size: int = 8
+    quiet: bool = False
+
+    @property
+    def n_workers(self) -> int:
+        """The worker count to use: ``workers`` or, when 0, every core."""
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    def describe(self) -> dict[str, Any]:
+        """The options that define the output, as JSON-ready data (for the manifest)."""
+        data = dataclasses.asdict(self)
+        for key in ("labels", "images", "out"):
+            data[key] = str(Path(data[key]).resolve())
+        data["image"]["window"] = str(self.image.window)
+        data["image"]["fallback_percentiles"] = list(self.image.fallback_percentiles)
+        for key in ("quiet", "workers", "overwrite", "chunk_size"):
+            data.pop(key)
+        return data
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``256`` or ``WIDTHxHEIGHT`` (e.g. ``512x384``) into ``(width, height)``."""
+    parts = text.lower().replace(" ", "").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--size {text!r}: expected N or WIDTHxHEIGHT, e.g. 256 or 512x384") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1 or max(values) > 16384:
+        raise ConfigError(f"--size {text!r}: expected N or WIDTHxHEIGHT with 1 <= N <= 16384")
+    return values[0], values[1]
+
+
+def parse_window(text: str) -> Window:
+    """Parse ``auto``, ``none`` or ``CENTER,WIDTH`` (modality units, e.g. ``40,400``)."""
+    low = text.strip().lower()
+    if low in ("auto", "none"):
+        return Window(mode=low)  # type: ignore[arg-type]
+    try:
+        center, width = (float(v) for v in low.split(","))
+    except ValueError:
+        raise ConfigError(f"--window {text!r}: expected auto, none or CENTER,WIDTH") from None
+    if width < 1:
+        raise ConfigError(f"--window {text!r}: the width must be at least 1")
+    return Window(mode="fixed", center=center, width=width)
+
+
+#: Rejection reasons, as written in the ``reason`` column of errors.csv.
+REASONS: dict[str, str] = {
+    "bad_target": "the target is empty, not an integer, or outside int64",
+    "missing_id": "the id cell is empty",
+    "duplicate_id": "the id appeared on an earlier CSV line (the first occurrence is the one kept)",
+    "missing_path": "the path cell (or a path template field) is empty",
+    "outside_root": "the path resolves outside --images (see --allow-outside-root)",
+    "file_missing": "no file at the path (or a dangling symlink)",
+    "not_a_file": "the path is a folder or another non-regular file",
+    "not_dicom": "the file is not DICOM (no DICM preamble or header that pydicom can parse)",
+    "no_pixel_data": "the dataset has no Pixel Data (e.g. a structured report)",
+    "unsupported": "the image is DICOM but outside the pixel policy (e.g. multi-frame)",
+    "decode_failed": "the pixel data could not be decoded",
+    "pixel_error": "the pixel pipeline (LUT, window, resize, PNG) failed",
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A rejected CSV row: its 1-based CSV line, id, path, a reason from REASONS and a message."""
+
+    line: int
+    image_id: str
+    path: str
+    reason: str
+    message: str

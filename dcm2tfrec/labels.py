@@ -1,0 +1,147 @@
+"""The labels CSV, read once as text: exact ids, validated integer targets, resolved paths."""
+
+from __future__ import annotations
+
+import csv
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Columns, ConfigError, Failure
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_MAX_REPORTED = 20
+
+
+@dataclass(frozen=True)
+class Row:
+    """One accepted CSV row: 1-based line number, id exactly as written, path, integer target."""
+
+    line: int
+    image_id: str
+    path: str
+    target: int
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The CSV split into rows to convert and rows rejected already (bad target, duplicate id)."""
+
+    rows: list[Row]
+    failures: list[Failure]
+    header: list[str]
+
+
+def parse_target(text: str) -> int:
+    """Return ``text`` as an int64 target; raise ValueError with a short reason otherwise."""
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("empty target")
+    if not _INTEGER.fullmatch(stripped):
+        raise ValueError(f"target {text!r} is not an integer")
+    value = int(stripped)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"target {text!r} is outside the int64 range")
+    return value
+
+
+def _template_fields(template: str) -> list[str]:
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"--path-template {template!r}: {exc}") from None
+    if not names or any(not n or n.isdigit() for n in names):
+        raise ConfigError(f"--path-template {template!r}: name CSV columns in braces, e.g. {{image_id}}.dcm")
+    return names
+
+
+def _read_records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Read the CSV strictly; return the header and (start line, fields) per non-blank record."""
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise ConfigError(f"cannot open labels CSV {path}: {exc.strerror}") from None
+    records: list[tuple[int, list[str]]] = []
+    problems: list[str] = []
+    with handle:
+        reader = csv.reader(handle, strict=True)
+        end = 0
+        try:
+            for fields in reader:
+                start, end = end + 1, reader.line_num
+                if fields:
+                    records.append((start, fields))
+        except csv.Error as exc:
+            raise ConfigError(f"labels CSV {path}, line {reader.line_num}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"labels CSV {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not records:
+        raise ConfigError(f"labels CSV {path} is empty (no header line)")
+    (_, header), body = records[0], records[1:]
+    for line, fields in body:
+        if len(fields) != len(header):
+            problems.append(f"line {line}: {len(fields)} fields, the header has {len(header)}")
+    if problems:
+        shown = "; ".join(problems[:_MAX_REPORTED])
+        more = f" (and {len(problems) - _MAX_REPORTED} more)" if len(problems) > _MAX_REPORTED else ""
+        raise ConfigError(f"labels CSV {path} is malformed: {shown}{more}")
+    return [h.strip() for h in header], body
+
+
+def read_labels(path: Path, columns: Columns) -> Labels:
+    """Read and validate the labels CSV.
+
+    Structural problems (unreadable file, ragged rows, bad quoting, missing columns) raise
+    ConfigError; row problems (bad target, empty id or path, duplicate id) become Failures.
+    """
+    header, body = _read_records(path)
+    needed = [columns.id_col, columns.target_col]
+    template_fields: list[str] = []
+    if columns.path_template:
+        template_fields = _template_fields(columns.path_template)
+        needed += template_fields
+    elif columns.path_col:
+        needed.append(columns.path_col)
+    else:
+        raise ConfigError("give --path-col or --path-template")
+    missing = [c for c in dict.fromkeys(needed) if c not in header]
+    if missing:
+        raise ConfigError(
+            f"labels CSV {path} has no column {', '.join(map(repr, missing))}; it has {', '.join(header)}"
+        )
+    index = {name: i for i, name in enumerate(header)}
+    rows: list[Row] = []
+    failures: list[Failure] = []
+    first_line: dict[str, int] = {}
+    for line, fields in body:
+        image_id = fields[index[columns.id_col]]
+        if columns.path_template:
+            values = {name: fields[index[name]] for name in template_fields}
+            empty = [name for name, value in values.items() if not value.strip()]
+            rel = "" if empty else columns.path_template.format_map(values)
+        else:
+            empty = []
+            rel = fields[index[columns.path_col]]  # type: ignore[index]
+        raw_target = fields[index[columns.target_col]]
+        problem: tuple[str, str] | None = None
+        if not image_id.strip():
+            problem = ("missing_id", f"column {columns.id_col!r} is empty")
+        elif image_id in first_line:
+            problem = ("duplicate_id", f"id {image_id!r} already on line {first_line[image_id]}")
+        elif not rel.strip():
+            what = ", ".join(map(repr, empty)) if empty else repr(columns.path_col)
+            problem = ("missing_path", f"column {what} is empty")
+        else:
+            try:
+                target = parse_target(raw_target)
+            except ValueError as exc:
+                problem = ("bad_target", str(exc))
+        if image_id.strip() and image_id not in first_line:
+            first_line[image_id] = line
+        if problem:
+            failures.append(Failure(line, image_id, rel, *problem))
+        else:
+            rows.append(Row(line, image_id, rel, target))
+    return Labels(rows=rows, failures=failures, header=header)

@@ -1,0 +1,181 @@
+"""The DICOM display pipeline as pure functions: modality LUT, VOI LUT / window, MONOCHROME1.
+
+Every step is pydicom's own (``apply_modality_lut``, ``apply_voi_lut``, ``apply_windowing``,
+``apply_color_lut``). The pipeline is per-pixel, so for integer images of up to 16 bits it is
+evaluated once over every possible stored value and applied as a lookup table: exactly the same
+result as running it on the image, at the cost of one table lookup per pixel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, apply_windowing
+
+from .config import VALUE_OFFSET_16, ImageSpec, Window
+
+_FAR = 1e300
+
+
+def is_colour(pixels: np.ndarray, header: Dataset) -> bool:
+    """Whether the decoded pixels are colour (RGB after pydicom's YBR conversion, or palette)."""
+    return pixels.ndim == 3 or header.get("PhotometricInterpretation") == "PALETTE COLOR"
+
+
+def is_inverted(header: Dataset) -> bool:
+    """MONOCHROME1: low values are bright; we invert so that bright means dense everywhere."""
+    return header.get("PhotometricInterpretation") == "MONOCHROME1"
+
+
+def stored_range(header: Dataset) -> tuple[int, int]:
+    """The range of stored values that BitsStored and PixelRepresentation allow."""
+    bits = int(header.get("BitsStored") or header.get("BitsAllocated") or 16)
+    if int(header.get("PixelRepresentation", 0) or 0):
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def modality_values(values: np.ndarray, header: Dataset) -> np.ndarray:
+    """Stored values -> modality values (Modality LUT or RescaleSlope/Intercept), as float64."""
+    return np.asarray(apply_modality_lut(values, header), dtype=np.float64)
+
+
+def _voi_unit(values: np.ndarray, header: Dataset) -> np.ndarray:
+    """Apply the file's first VOI LUT (preferred) or window; scale its output range to [0, 1]."""
+    if "VOILUTSequence" in header:
+        out = np.asarray(apply_voi_lut(values, header, index=0, prefer_lut=True), dtype=np.float64)
+        bits = int(header.VOILUTSequence[0].LUTDescriptor[2])
+        return out / float(2**bits - 1)
+    out = apply_windowing(values, header, index=0)
+    with np.errstate(over="ignore"):
+        lo, hi = apply_windowing(np.array([-_FAR, _FAR]), header, index=0)
+    return (out - lo) / (hi - lo)
+
+
+def _has_voi(header: Dataset) -> bool:
+    return "VOILUTSequence" in header or ("WindowCenter" in header and "WindowWidth" in header)
+
+
+def _fixed_window(header: Dataset, window: Window) -> Dataset:
+    fixed = Dataset()
+    for keyword in ("PhotometricInterpretation", "BitsStored", "PixelRepresentation"):
+        setattr(fixed, keyword, header.get(keyword, "MONOCHROME2" if keyword[0] == "P" else 16))
+    fixed.PixelRepresentation = int(fixed.PixelRepresentation or 0)
+    fixed.WindowCenter, fixed.WindowWidth, fixed.VOILUTFunction = window.center, window.width, "LINEAR"
+    if fixed.PhotometricInterpretation not in ("MONOCHROME1", "MONOCHROME2"):
+        fixed.PhotometricInterpretation = "MONOCHROME2"
+    return fixed
+
+
+def _percentiles(values: np.ndarray, counts: np.ndarray | None, q: tuple[float, float]) -> tuple[float, float]:
+    """Percentiles ``q`` of ``values``, each weighted by ``counts`` when given (a histogram)."""
+    if counts is None:
+        lo, hi = np.percentile(values, q)
+        return float(lo), float(hi)
+    present = counts > 0
+    vals, weights = values[present], counts[present]
+    order = np.argsort(vals, kind="stable")
+    vals, cum = vals[order], np.cumsum(weights[order])
+    total = cum[-1]
+    picks = [vals[min(np.searchsorted(cum, p / 100.0 * total, side="left"), len(vals) - 1)] for p in q]
+    return float(picks[0]), float(picks[1])
+
+
+def _linear_unit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    if hi <= lo:
+        return np.zeros_like(values)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
+
+
+def grey_transform(
+    values: np.ndarray, header: Dataset, spec: ImageSpec, counts: np.ndarray | None = None
+) -> np.ndarray:
+    """Stored grey values -> output values (uint8 display, or uint16 modality + offset).
+
+    ``counts``, when given, is the histogram of the image over ``values`` (the LUT domain);
+    without it ``values`` is the image itself. It matters only for percentile/min-max windows.
+    """
+    modality = modality_values(values, header)
+    if spec.bits == 16:
+        if is_inverted(header):
+            lo, hi = modality_values(np.array(stored_range(header)), header)
+            modality = (lo + hi) - modality
+        return np.clip(np.rint(modality) + VALUE_OFFSET_16, 0, 65535).astype(np.uint16)
+    window = spec.window
+    unit: np.ndarray | None = None
+    if window.mode == "fixed":
+        unit = _voi_unit(modality, _fixed_window(header, window))
+    elif window.mode == "auto" and _has_voi(header):
+        try:
+            unit = _voi_unit(modality, header)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            unit = None  # unusable VOI attributes: use the documented fallback below
+    if unit is None:
+        q = spec.fallback_percentiles if window.mode == "auto" else (0.0, 100.0)
+        unit = _linear_unit(modality, *_percentiles(modality, counts, q))
+    if is_inverted(header):
+        unit = 1.0 - unit
+    return np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _needs_histogram(header: Dataset, spec: ImageSpec) -> bool:
+    if spec.bits == 16 or spec.window.mode == "fixed":
+        return False
+    return spec.window.mode == "none" or not _has_voi(header)
+
+
+def colour_transform(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
+    """Colour pixels (RGB, or palette indices) -> RGB uint8 or uint16 at full scale."""
+    if header.get("PhotometricInterpretation") == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, header)
+        bits = 16 if pixels.dtype.itemsize > 1 else 8
+    else:
+        bits = int(header.get("BitsStored") or 8)
+    rgb = pixels.astype(np.float64) / float(2**bits - 1)
+    top = 65535.0 if spec.bits == 16 else 255.0
+    return np.rint(np.clip(rgb, 0.0, 1.0) * top).astype(np.uint16 if spec.bits == 16 else np.uint8)
+
+
+def to_output(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
+    """Decoded stored values -> the output intensities that get resized and PNG-encoded."""
+    if is_colour(pixels, header):
+        return colour_transform(pixels, header, spec)
+    if pixels.dtype.kind in "iu" and pixels.dtype.itemsize <= 2:
+        index_dtype = np.dtype(f"u{pixels.dtype.itemsize}")
+        index = pixels.view(index_dtype)
+        domain = np.arange(2 ** (8 * pixels.dtype.itemsize), dtype=index_dtype).view(pixels.dtype)
+        counts = None
+        if _needs_histogram(header, spec):
+            counts = np.bincount(index.ravel(), minlength=domain.size)
+        return grey_transform(domain, header, spec, counts)[index]
+    return grey_transform(pixels, header, spec)
+
+
+def policy(spec: ImageSpec) -> dict[str, Any]:
+    """The pixel policy in words, for the manifest: what was done to every pixel."""
+    if spec.bits == 16:
+        intensity = (
+            f"uint16 = round(modality value) + {VALUE_OFFSET_16}, clipped to 0..65535; "
+            "no window applied (the window option is recorded for read time)"
+        )
+    elif spec.window.mode == "fixed":
+        intensity = f"uint8 from the fixed LINEAR window {spec.window} (modality units)"
+    elif spec.window.mode == "none":
+        intensity = "uint8 from the image's own modality min..max, linear"
+    else:
+        lo, hi = spec.fallback_percentiles
+        intensity = (
+            "uint8 from the file's first VOI LUT (preferred) or first window, with its "
+            f"VOILUTFunction (LINEAR, LINEAR_EXACT, SIGMOID); files without a usable one: "
+            f"linear from the {lo:g}th to the {hi:g}th percentile of the image's modality values"
+        )
+    return {
+        "modality_lut": "pydicom apply_modality_lut (Modality LUT Sequence or RescaleSlope/Intercept)",
+        "intensity": intensity,
+        "monochrome1": "inverted after windowing (8-bit) or within the stored range (16-bit): bright = dense",
+        "colour": "YBR converted to RGB by pydicom, palette colour via apply_color_lut, scaled to full range",
+        "value_offset": VALUE_OFFSET_16 if spec.bits == 16 else 0,
+        "multi_frame": "rejected (reason 'unsupported')",
+    }

@@ -1,0 +1,200 @@
+"""Real DICOM files made with pydicom, for the tests, the benchmarks and the demo.
+
+Compressed files are encoded by pydicom's own encoders where it has one (RLE, JPEG-LS,
+JPEG 2000) and by imagecodecs otherwise (JPEG baseline/lossless, HTJ2K); imagecodecs is a
+development dependency, needed only for those transfer syntaxes.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom import uid
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence as DicomSequence
+
+Encoder = Callable[[Dataset, np.ndarray], None]
+
+
+def _compress_with(tsyntax: str, plugin: str, **kwargs: Any) -> Encoder:
+    def encode(ds: Dataset, pixels: np.ndarray) -> None:
+        ds.compress(tsyntax, encoding_plugin=plugin, **kwargs)
+
+    return encode
+
+
+def _encapsulate_with(tsyntax: str, codec: Callable[[np.ndarray, int], bytes]) -> Encoder:
+    def encode(ds: Dataset, pixels: np.ndarray) -> None:
+        ds.PixelData = encapsulate([codec(pixels, int(ds.BitsStored))])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = tsyntax
+        if ds.SamplesPerPixel == 3 and tsyntax in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit):
+            ds.PhotometricInterpretation = "YBR_FULL_422"
+
+    return encode
+
+
+def _jpeg(**kwargs: Any) -> Callable[[np.ndarray, int], bytes]:
+    def codec(pixels: np.ndarray, bits: int) -> bytes:
+        import imagecodecs
+
+        return bytes(imagecodecs.jpeg8_encode(pixels, bitspersample=bits, **kwargs))
+
+    return codec
+
+
+def _htj2k(pixels: np.ndarray, bits: int) -> bytes:
+    import imagecodecs
+
+    return bytes(imagecodecs.htj2k_encode(pixels))
+
+
+def _native(tsyntax: str) -> Encoder:
+    def encode(ds: Dataset, pixels: np.ndarray) -> None:
+        ds.file_meta.TransferSyntaxUID = tsyntax
+        if tsyntax == uid.ExplicitVRBigEndian and ds.BitsAllocated > 8:
+            ds.PixelData = pixels.byteswap().tobytes()
+
+    return encode
+
+
+#: Transfer syntaxes we can produce, by short name: (UID, encoder, lossless?).
+TRANSFER_SYNTAXES: dict[str, tuple[str, Encoder, bool]] = {
+    "explicit_le": (uid.ExplicitVRLittleEndian, _native(uid.ExplicitVRLittleEndian), True),
+    "implicit_le": (uid.ImplicitVRLittleEndian, _native(uid.ImplicitVRLittleEndian), True),
+    "explicit_be": (uid.ExplicitVRBigEndian, _native(uid.ExplicitVRBigEndian), True),
+    "deflate": (uid.DeflatedExplicitVRLittleEndian, _native(uid.DeflatedExplicitVRLittleEndian), True),
+    "rle": (uid.RLELossless, _compress_with(uid.RLELossless, "pylibjpeg"), True),
+    "jpeg_baseline": (uid.JPEGBaseline8Bit, _encapsulate_with(uid.JPEGBaseline8Bit, _jpeg(level=95)), False),
+    "jpeg_extended": (uid.JPEGExtended12Bit, _encapsulate_with(uid.JPEGExtended12Bit, _jpeg(level=95)), False),
+    "jpeg_lossless": (
+        uid.JPEGLossless,
+        _encapsulate_with(uid.JPEGLossless, _jpeg(lossless=True, predictor=5)),
+        True,
+    ),
+    "jpeg_lossless_sv1": (
+        uid.JPEGLosslessSV1,
+        _encapsulate_with(uid.JPEGLosslessSV1, _jpeg(lossless=True, predictor=1)),
+        True,
+    ),
+    "jpegls": (uid.JPEGLSLossless, _compress_with(uid.JPEGLSLossless, "pyjpegls"), True),
+    "jpegls_near": (uid.JPEGLSNearLossless, _compress_with(uid.JPEGLSNearLossless, "pyjpegls", jls_error=2), False),
+    "j2k": (uid.JPEG2000Lossless, _compress_with(uid.JPEG2000Lossless, "pylibjpeg"), True),
+    "j2k_lossy": (uid.JPEG2000, _compress_with(uid.JPEG2000, "pylibjpeg", j2k_psnr=[60]), False),
+    "htj2k": (uid.HTJ2KLossless, _encapsulate_with(uid.HTJ2KLossless, _htj2k), True),
+}
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    transfer_syntax: str = "explicit_le",
+    rescale: tuple[float, float] | None = None,
+    windows: Sequence[tuple[float, float]] = (),
+    voi_function: str | None = None,
+    voi_lut: tuple[int, int, np.ndarray] | None = None,
+    modality: str = "OT",
+    patient_id: str = "ANON",
+    **elements: Any,
+) -> Path:
+    """Write ``pixels`` as a single-frame DICOM file and return its path.
+
+    ``rescale`` is (slope, intercept); ``windows`` are (center, width) pairs; ``voi_lut`` is
+    (first mapped value, bits per entry, LUT data); extra keyword elements are set as-is.
+    """
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.SOPClassUID = uid.SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = uid.generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.Modality = modality
+    ds.PatientID = patient_id
+    ds.StudyInstanceUID = uid.generate_uid()
+    ds.SeriesInstanceUID = uid.generate_uid()
+    ds.set_pixel_data(pixels, photometric, bits_stored or pixels.dtype.itemsize * 8)
+    if rescale is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+        ds.RescaleType = "HU" if modality == "CT" else "US"
+    if windows:
+        ds.WindowCenter = [c for c, _ in windows] if len(windows) > 1 else windows[0][0]
+        ds.WindowWidth = [w for _, w in windows] if len(windows) > 1 else windows[0][1]
+    if voi_function:
+        ds.VOILUTFunction = voi_function
+    if voi_lut is not None:
+        first, bits, data = voi_lut
+        item = Dataset()
+        item.LUTDescriptor = [len(data), first, bits]
+        item.LUTData = [int(v) for v in data]
+        ds.VOILUTSequence = DicomSequence([item])
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    _, encode, _ = TRANSFER_SYNTAXES[transfer_syntax]
+    encode(ds, pixels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    little = ds.file_meta.TransferSyntaxUID != uid.ExplicitVRBigEndian
+    implicit = ds.file_meta.TransferSyntaxUID == uid.ImplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True, little_endian=little, implicit_vr=implicit)
+    return path
+
+
+def ramp(height: int, width: int, lo: float, hi: float, dtype: Any) -> np.ndarray:
+    """A horizontal ramp, dark (``lo``) on the left and bright (``hi``) on the right."""
+    row = np.linspace(lo, hi, width)
+    return np.rint(np.broadcast_to(row, (height, width))).astype(dtype)
+
+
+def anatomy(height: int, width: int, lo: float, hi: float, dtype: Any, seed: int = 0) -> np.ndarray:
+    """Smooth, anatomy-like structure (a bright ellipse with soft blobs) plus mild noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    y, x = y / max(height - 1, 1) - 0.5, x / max(width - 1, 1) - 0.5
+    body = np.clip(1.0 - (x / 0.42) ** 2 - (y / 0.47) ** 2, 0.0, 1.0) ** 0.5
+    for _ in range(6):
+        cy, cx, r = rng.uniform(-0.3, 0.3), rng.uniform(-0.3, 0.3), rng.uniform(0.03, 0.12)
+        body += 0.35 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))
+    body = body / body.max()
+    body += rng.normal(0.0, 0.01, body.shape)
+    return np.rint(lo + np.clip(body, 0.0, 1.0) * (hi - lo)).astype(dtype)
+
+
+def make_demo(root: Path, count: int = 24) -> Path:
+    """Write a small, varied demo dataset under ``root``; return its labels CSV.
+
+    CT-like int16 with rescale and windows, MONOCHROME1 radiographs, 12-bit mammograms as
+    JPEG 2000 and RLE, plus one missing file, so the summary shows a rejected row.
+    """
+    images = root / "images"
+    rows: list[tuple[str, str, str, int]] = []
+    kinds = [
+        ("ct", dict(modality="CT", rescale=(1.0, -1024.0), windows=[(40.0, 400.0), (-600.0, 1500.0)]),
+         lambda s: anatomy(256, 256, 0, 2400, np.int16, s), "explicit_le", None),
+        ("cr", dict(modality="CR", photometric="MONOCHROME1"),
+         lambda s: anatomy(320, 256, 4095, 300, np.uint16, s), "explicit_le", 12),
+        ("mg", dict(modality="MG", windows=[(2000.0, 3000.0)]),
+         lambda s: anatomy(384, 300, 200, 3800, np.uint16, s), "j2k", 12),
+        ("mgr", dict(modality="MG"), lambda s: anatomy(384, 300, 200, 3800, np.uint16, s), "rle", 12),
+    ]
+    for i in range(count):
+        name, options, make, tsyntax, bits = kinds[i % len(kinds)]
+        patient = f"P{i // 4:03d}"
+        image_id = f"{i:06d}"
+        rel = f"{patient}/{image_id}.dcm"
+        write_dicom(images / rel, make(i), transfer_syntax=tsyntax, bits_stored=bits,
+                    patient_id=patient, **options)  # type: ignore[arg-type]
+        rows.append((image_id, patient, rel, i % 2))
+    rows.append(("999999", "P999", "P999/missing.dcm", 0))
+    labels = root / "labels.csv"
+    with open(labels, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "patient_id", "path", "target"])
+        writer.writerows(rows)
+    return labels
