@@ -21,12 +21,22 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
-class CliError(click.ClickException):
-    """A library error shown as ``Error: message`` with a chosen exit code."""
+class UsageFailure(click.ClickException):
+    """Options, labels CSV or output folder unusable: nothing was written (exit 2)."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = EXIT_USAGE
+
+
+class OutputFailure(click.ClickException):
+    """Writing the output failed, e.g. disk full (exit 1)."""
+
+    exit_code = EXIT_UNEXPECTED
+
+
+class InterruptedFailure(click.ClickException):
+    """Ctrl-C: complete shards kept, no partial shard left (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -81,26 +91,99 @@ def _progress_bar(quiet: bool) -> Any:
 
 @cli.command()
 @click.option("--labels", type=click.Path(path_type=Path), required=True, help="Labels CSV (UTF-8).")
-@click.option("--images", type=click.Path(path_type=Path), required=True, help="Root folder; CSV paths are relative to it.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder for shards, manifest, errors.")
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Root folder; CSV paths are relative to it.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output folder for shards, manifest, errors.",
+)
 @click.option("--id-col", default="image_id", show_default=True, help="CSV column with the image id.")
 @click.option("--path-col", default="path", show_default=True, help="CSV column with the DICOM path.")
-@click.option("--path-template", default=None, help="Build the path from columns instead, e.g. '{patient_id}/{image_id}.dcm'.")
+@click.option(
+    "--path-template",
+    default=None,
+    help="Build the path from columns instead, e.g. '{patient_id}/{image_id}.dcm'.",
+)
 @click.option("--target-col", default="target", show_default=True, help="CSV column with the integer target.")
-@click.option("--size", default="256", show_default=True, help="Output size: N (square) or WIDTHxHEIGHT, e.g. 512x384.")
-@click.option("--resize", "resize_mode", type=click.Choice(["stretch", "letterbox", "crop"]), default="stretch", show_default=True,
-              help="stretch ignores aspect; letterbox fits and pads with black; crop fills and cuts the centre.")
-@click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True, help="Output channels.")
-@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
-              help="8: windowed display image; 16: modality values + 32768, lossless.")
-@click.option("--window", default="auto", show_default=True, help="auto (file's VOI LUT/window), none (min-max) or CENTER,WIDTH.")
-@click.option("--png-level", type=click.IntRange(0, 9), default=3, show_default=True, help="PNG compression level.")
-@click.option("--records-per-shard", type=click.IntRange(min=1), default=1000, show_default=True, help="Records per shard.")
-@click.option("--prefix", default="train", show_default=True, help="Shard name prefix: PREFIX-00000-COUNT.tfrec.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Worker processes (0 = all cores).")
+@click.option(
+    "--size",
+    default="256",
+    show_default=True,
+    help="Output size: N (square) or WIDTHxHEIGHT, e.g. 512x384.",
+)
+@click.option(
+    "--resize",
+    "resize_mode",
+    type=click.Choice(["stretch", "letterbox", "crop"]),
+    default="stretch",
+    show_default=True,
+    help="stretch ignores aspect; letterbox fits and pads with black; crop fills and cuts the centre.",
+)
+@click.option(
+    "--channels",
+    type=click.Choice(["1", "3"]),
+    default="1",
+    show_default=True,
+    help="Output channels.",
+)
+@click.option(
+    "--bits",
+    type=click.Choice(["8", "16"]),
+    default="8",
+    show_default=True,
+    help="8: windowed display image; 16: modality values + 32768, lossless.",
+)
+@click.option(
+    "--window",
+    default="auto",
+    show_default=True,
+    help="auto (file's VOI LUT/window), none (min-max) or CENTER,WIDTH.",
+)
+@click.option(
+    "--png-level",
+    type=click.IntRange(0, 9),
+    default=3,
+    show_default=True,
+    help="PNG compression level.",
+)
+@click.option(
+    "--records-per-shard",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Records per shard.",
+)
+@click.option(
+    "--prefix",
+    default="train",
+    show_default=True,
+    help="Shard name prefix: PREFIX-00000-COUNT.tfrec.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Worker processes (0 = all cores).",
+)
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the record order shuffle.")
-@click.option("--shuffle/--no-shuffle", default=True, show_default=True, help="Shuffle record order (seeded) or keep CSV order.")
-@click.option("--overwrite", is_flag=True, help="Replace a previous output in --out (only files dcm2tfrec wrote).")
+@click.option(
+    "--shuffle/--no-shuffle",
+    default=True,
+    show_default=True,
+    help="Shuffle record order (seeded) or keep CSV order.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a previous output in --out (only files dcm2tfrec wrote).",
+)
 @click.option("--allow-outside-root", is_flag=True, help="Accept CSV paths that resolve outside --images.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def convert(**opts: Any) -> None:
@@ -110,8 +193,16 @@ def convert(**opts: Any) -> None:
     Exit codes: 0 all rows converted; 3 finished, some rows rejected (see errors.csv);
     2 usage, option or CSV error (nothing written); 1 unexpected error; 130 interrupted.
     """
-    from .config import Columns, ConfigError, ConvertConfig, ImageSpec, Interrupted, OutputError
-    from .config import parse_size, parse_window
+    from .config import (
+        Columns,
+        ConfigError,
+        ConvertConfig,
+        ImageSpec,
+        Interrupted,
+        OutputError,
+        parse_size,
+        parse_window,
+    )
     from .convert import convert as run
 
     update, close = _progress_bar(opts["quiet"])
@@ -142,11 +233,11 @@ def convert(**opts: Any) -> None:
         )
         result = run(config, progress=update)
     except ConfigError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
+        raise UsageFailure(str(exc)) from None
     except OutputError as exc:
-        raise CliError(str(exc), EXIT_UNEXPECTED) from None
+        raise OutputFailure(str(exc)) from None
     except (Interrupted, KeyboardInterrupt) as exc:
-        raise CliError(str(exc) or "interrupted", EXIT_INTERRUPTED) from None
+        raise InterruptedFailure(str(exc) or "interrupted") from None
     finally:
         close()
     if not opts["quiet"]:

@@ -18,8 +18,15 @@ from . import __version__
 from .config import REASONS, ConfigError, ConvertConfig, Failure, Interrupted
 from .dicom import DECODING_PLUGINS
 from .labels import Row, read_labels
-from .manifest import ERRORS_NAME, FORMAT, FORMAT_VERSION, MANIFEST_NAME, library_versions
-from .manifest import write_errors, write_manifest
+from .manifest import (
+    ERRORS_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    library_versions,
+    write_errors,
+    write_manifest,
+)
 from .pixels import policy
 from .records import SCHEMA, Sample
 from .shards import PARTIAL_SUFFIX, SHARD_NAME, ShardInfo, ShardWriter, file_sha256
@@ -73,7 +80,9 @@ def validate(config: ConvertConfig) -> None:
 
 def _ours(name: str) -> bool:
     """Whether a file name is one dcm2tfrec writes in an output folder."""
-    return bool(SHARD_NAME.match(name)) or name.endswith(PARTIAL_SUFFIX) or name in (MANIFEST_NAME, ERRORS_NAME)
+    return (
+        bool(SHARD_NAME.match(name)) or name.endswith(PARTIAL_SUFFIX) or name in (MANIFEST_NAME, ERRORS_NAME)
+    )
 
 
 def prepare_output(out: Path, overwrite: bool) -> None:
@@ -83,7 +92,9 @@ def prepare_output(out: Path, overwrite: bool) -> None:
     existing = sorted(p.name for p in out.iterdir()) if out.exists() else []
     if existing and not overwrite:
         shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
-        raise ConfigError(f"--out {out} is not empty ({shown}); pass --overwrite to replace a previous output")
+        raise ConfigError(
+            f"--out {out} is not empty ({shown}); pass --overwrite to replace a previous output"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name in existing:
@@ -126,7 +137,10 @@ def _manifest(
         "tool": {"name": "dcm2tfrec", "version": __version__},
         "versions": library_versions(),
         "config": config.describe(),
-        "pixel_policy": {**policy(config.image), "decoders": dict(sorted(DECODING_PLUGINS.items()))},
+        "pixel_policy": {
+            **policy(config.image),
+            "decoders": dict(sorted(DECODING_PLUGINS.items())),
+        },
         "schema": dict(SCHEMA),
         "inputs": {"labels_sha256": file_sha256(config.labels), "rows": rows},
         "shards": [s.to_json() for s in shards],
@@ -200,7 +214,9 @@ def convert(config: ConvertConfig, progress: Progress | None = None) -> ConvertR
     manifest = _manifest(config, rows, shards, failures, targets, started, seconds)
     write_manifest(config.out, manifest)
     failures.sort(key=lambda f: f.line)
-    return ConvertResult(config.out, rows, sum(s.records for s in shards), shards, failures, seconds, manifest)
+    return ConvertResult(
+        config.out, rows, sum(s.records for s in shards), shards, failures, seconds, manifest
+    )
 
 
 __all__ = ["REASONS", "ConvertResult", "convert", "plan", "prepare_output", "validate"]

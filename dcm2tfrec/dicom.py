@@ -113,7 +113,9 @@ def read_dicom(path: Path) -> DicomImage:
         raise DicomError("unsupported", f"transfer syntax {name} ({tsyntax}) has no pinned decoder")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
-        raise DicomError("unsupported", f"multi-frame image ({frames} frames); only single frames are converted")
+        raise DicomError(
+            "unsupported", f"multi-frame image ({frames} frames); only single frames are converted"
+        )
     try:
         pixels = pixel_array(ds, decoding_plugin=DECODING_PLUGINS[tsyntax])
     except Exception as exc:

@@ -76,7 +76,9 @@ def _read_records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         except csv.Error as exc:
             raise ConfigError(f"labels CSV {path}, line {reader.line_num}: {exc}") from None
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"labels CSV {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise ConfigError(
+                f"labels CSV {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
     if not records:
         raise ConfigError(f"labels CSV {path} is empty (no header line)")
     (_, header), body = records[0], records[1:]

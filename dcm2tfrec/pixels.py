@@ -8,6 +8,7 @@ result as running it on the image, at the cost of one table lookup per pixel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,8 @@ def modality_values(values: np.ndarray, header: Dataset) -> np.ndarray:
 def _voi_unit(values: np.ndarray, header: Dataset) -> np.ndarray:
     """Apply the file's first VOI LUT (preferred) or window; scale its output range to [0, 1]."""
     if "VOILUTSequence" in header:
-        out = np.asarray(apply_voi_lut(values, header, index=0, prefer_lut=True), dtype=np.float64)
+        entries = np.rint(values).astype(np.int64)
+        out = np.asarray(apply_voi_lut(entries, header, index=0, prefer_lut=True), dtype=np.float64)
         bits = int(header.VOILUTSequence[0].LUTDescriptor[2])
         return out / float(2**bits - 1)
     out = apply_windowing(values, header, index=0)
@@ -63,17 +65,27 @@ def _fixed_window(header: Dataset, window: Window) -> Dataset:
     for keyword in ("PhotometricInterpretation", "BitsStored", "PixelRepresentation"):
         setattr(fixed, keyword, header.get(keyword, "MONOCHROME2" if keyword[0] == "P" else 16))
     fixed.PixelRepresentation = int(fixed.PixelRepresentation or 0)
-    fixed.WindowCenter, fixed.WindowWidth, fixed.VOILUTFunction = window.center, window.width, "LINEAR"
+    fixed.WindowCenter, fixed.WindowWidth, fixed.VOILUTFunction = (
+        window.center,
+        window.width,
+        "LINEAR",
+    )
     if fixed.PhotometricInterpretation not in ("MONOCHROME1", "MONOCHROME2"):
         fixed.PhotometricInterpretation = "MONOCHROME2"
     return fixed
 
 
-def _percentiles(values: np.ndarray, counts: np.ndarray | None, q: tuple[float, float]) -> tuple[float, float]:
-    """Percentiles ``q`` of ``values``, each weighted by ``counts`` when given (a histogram)."""
-    if counts is None:
+Histogram = Callable[[], np.ndarray]
+
+
+def _percentiles(
+    values: np.ndarray, histogram: Histogram | None, q: tuple[float, float]
+) -> tuple[float, float]:
+    """Percentiles ``q`` of ``values``, each weighted by ``histogram()`` when given."""
+    if histogram is None:
         lo, hi = np.percentile(values, q)
         return float(lo), float(hi)
+    counts = histogram()
     present = counts > 0
     vals, weights = values[present], counts[present]
     order = np.argsort(vals, kind="stable")
@@ -90,12 +102,12 @@ def _linear_unit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def grey_transform(
-    values: np.ndarray, header: Dataset, spec: ImageSpec, counts: np.ndarray | None = None
+    values: np.ndarray, header: Dataset, spec: ImageSpec, histogram: Histogram | None = None
 ) -> np.ndarray:
     """Stored grey values -> output values (uint8 display, or uint16 modality + offset).
 
-    ``counts``, when given, is the histogram of the image over ``values`` (the LUT domain);
-    without it ``values`` is the image itself. It matters only for percentile/min-max windows.
+    ``histogram``, when given, returns the image's pixel counts over ``values`` (the LUT
+    domain); without it ``values`` is the image itself. Only percentile/min-max windows call it.
     """
     modality = modality_values(values, header)
     if spec.bits == 16:
@@ -114,16 +126,10 @@ def grey_transform(
             unit = None  # unusable VOI attributes: use the documented fallback below
     if unit is None:
         q = spec.fallback_percentiles if window.mode == "auto" else (0.0, 100.0)
-        unit = _linear_unit(modality, *_percentiles(modality, counts, q))
+        unit = _linear_unit(modality, *_percentiles(modality, histogram, q))
     if is_inverted(header):
         unit = 1.0 - unit
     return np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _needs_histogram(header: Dataset, spec: ImageSpec) -> bool:
-    if spec.bits == 16 or spec.window.mode == "fixed":
-        return False
-    return spec.window.mode == "none" or not _has_voi(header)
 
 
 def colour_transform(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
@@ -146,10 +152,11 @@ def to_output(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarra
         index_dtype = np.dtype(f"u{pixels.dtype.itemsize}")
         index = pixels.view(index_dtype)
         domain = np.arange(2 ** (8 * pixels.dtype.itemsize), dtype=index_dtype).view(pixels.dtype)
-        counts = None
-        if _needs_histogram(header, spec):
-            counts = np.bincount(index.ravel(), minlength=domain.size)
-        return grey_transform(domain, header, spec, counts)[index]
+
+        def histogram() -> np.ndarray:
+            return np.bincount(index.ravel(), minlength=domain.size)
+
+        return grey_transform(domain, header, spec, histogram)[index]
     return grey_transform(pixels, header, spec)
 
 

@@ -2,9 +2,9 @@
 
 A record is a ``tf.train.Example`` whose features are listed in :data:`SCHEMA`. ``image`` and
 ``target`` are named exactly as in the usual Kaggle tutorial, so its reader works unchanged.
-Serialization writes the protobuf wire format directly (features sorted by key, as protobuf's
-deterministic mode does), so workers never import TensorFlow; a test checks the bytes against
-TensorFlow's own serializer.
+Serialization writes the protobuf wire format directly, features sorted by name, so workers
+never import TensorFlow and equal records give equal bytes; a test checks that TensorFlow parses
+them into messages equal to the ones its own serializer builds.
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ def serialize_example(features: Mapping[str, tuple[FeatureKind, Sequence[Feature
     return _field(1, entries)
 
 
-def make_record(image_png: bytes, target: int, image_id: str, height: int, width: int, channels: int) -> bytes:
+def make_record(
+    image_png: bytes, target: int, image_id: str, height: int, width: int, channels: int
+) -> bytes:
     """One record in the :data:`SCHEMA` layout."""
     values: dict[str, FeatureValue] = {
         "image": image_png,

@@ -32,7 +32,7 @@ def _encapsulate_with(tsyntax: str, codec: Callable[[np.ndarray, int], bytes]) -
     def encode(ds: Dataset, pixels: np.ndarray) -> None:
         ds.PixelData = encapsulate([codec(pixels, int(ds.BitsStored))])
         ds["PixelData"].VR = "OB"
-        ds.file_meta.TransferSyntaxUID = tsyntax
+        ds.file_meta.TransferSyntaxUID = uid.UID(tsyntax)
         if ds.SamplesPerPixel == 3 and tsyntax in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit):
             ds.PhotometricInterpretation = "YBR_FULL_422"
 
@@ -56,7 +56,7 @@ def _htj2k(pixels: np.ndarray, bits: int) -> bytes:
 
 def _native(tsyntax: str) -> Encoder:
     def encode(ds: Dataset, pixels: np.ndarray) -> None:
-        ds.file_meta.TransferSyntaxUID = tsyntax
+        ds.file_meta.TransferSyntaxUID = uid.UID(tsyntax)
         if tsyntax == uid.ExplicitVRBigEndian and ds.BitsAllocated > 8:
             ds.PixelData = pixels.byteswap().tobytes()
 
@@ -68,10 +68,22 @@ TRANSFER_SYNTAXES: dict[str, tuple[str, Encoder, bool]] = {
     "explicit_le": (uid.ExplicitVRLittleEndian, _native(uid.ExplicitVRLittleEndian), True),
     "implicit_le": (uid.ImplicitVRLittleEndian, _native(uid.ImplicitVRLittleEndian), True),
     "explicit_be": (uid.ExplicitVRBigEndian, _native(uid.ExplicitVRBigEndian), True),
-    "deflate": (uid.DeflatedExplicitVRLittleEndian, _native(uid.DeflatedExplicitVRLittleEndian), True),
+    "deflate": (
+        uid.DeflatedExplicitVRLittleEndian,
+        _native(uid.DeflatedExplicitVRLittleEndian),
+        True,
+    ),
     "rle": (uid.RLELossless, _compress_with(uid.RLELossless, "pylibjpeg"), True),
-    "jpeg_baseline": (uid.JPEGBaseline8Bit, _encapsulate_with(uid.JPEGBaseline8Bit, _jpeg(level=95)), False),
-    "jpeg_extended": (uid.JPEGExtended12Bit, _encapsulate_with(uid.JPEGExtended12Bit, _jpeg(level=95)), False),
+    "jpeg_baseline": (
+        uid.JPEGBaseline8Bit,
+        _encapsulate_with(uid.JPEGBaseline8Bit, _jpeg(level=95)),
+        False,
+    ),
+    "jpeg_extended": (
+        uid.JPEGExtended12Bit,
+        _encapsulate_with(uid.JPEGExtended12Bit, _jpeg(level=95)),
+        False,
+    ),
     "jpeg_lossless": (
         uid.JPEGLossless,
         _encapsulate_with(uid.JPEGLossless, _jpeg(lossless=True, predictor=5)),
@@ -83,7 +95,11 @@ TRANSFER_SYNTAXES: dict[str, tuple[str, Encoder, bool]] = {
         True,
     ),
     "jpegls": (uid.JPEGLSLossless, _compress_with(uid.JPEGLSLossless, "pyjpegls"), True),
-    "jpegls_near": (uid.JPEGLSNearLossless, _compress_with(uid.JPEGLSNearLossless, "pyjpegls", jls_error=2), False),
+    "jpegls_near": (
+        uid.JPEGLSNearLossless,
+        _compress_with(uid.JPEGLSNearLossless, "pyjpegls", jls_error=2),
+        False,
+    ),
     "j2k": (uid.JPEG2000Lossless, _compress_with(uid.JPEG2000Lossless, "pylibjpeg"), True),
     "j2k_lossy": (uid.JPEG2000, _compress_with(uid.JPEG2000, "pylibjpeg", j2k_psnr=[60]), False),
     "htj2k": (uid.HTJ2KLossless, _encapsulate_with(uid.HTJ2KLossless, _htj2k), True),
@@ -175,21 +191,48 @@ def make_demo(root: Path, count: int = 24) -> Path:
     images = root / "images"
     rows: list[tuple[str, str, str, int]] = []
     kinds = [
-        ("ct", dict(modality="CT", rescale=(1.0, -1024.0), windows=[(40.0, 400.0), (-600.0, 1500.0)]),
-         lambda s: anatomy(256, 256, 0, 2400, np.int16, s), "explicit_le", None),
-        ("cr", dict(modality="CR", photometric="MONOCHROME1"),
-         lambda s: anatomy(320, 256, 4095, 300, np.uint16, s), "explicit_le", 12),
-        ("mg", dict(modality="MG", windows=[(2000.0, 3000.0)]),
-         lambda s: anatomy(384, 300, 200, 3800, np.uint16, s), "j2k", 12),
-        ("mgr", dict(modality="MG"), lambda s: anatomy(384, 300, 200, 3800, np.uint16, s), "rle", 12),
+        (
+            "ct",
+            dict(modality="CT", rescale=(1.0, -1024.0), windows=[(40.0, 400.0), (-600.0, 1500.0)]),
+            lambda s: anatomy(256, 256, 0, 2400, np.int16, s),
+            "explicit_le",
+            None,
+        ),
+        (
+            "cr",
+            dict(modality="CR", photometric="MONOCHROME1"),
+            lambda s: anatomy(320, 256, 4095, 300, np.uint16, s),
+            "explicit_le",
+            12,
+        ),
+        (
+            "mg",
+            dict(modality="MG", windows=[(2000.0, 3000.0)]),
+            lambda s: anatomy(384, 300, 200, 3800, np.uint16, s),
+            "j2k",
+            12,
+        ),
+        (
+            "mgr",
+            dict(modality="MG"),
+            lambda s: anatomy(384, 300, 200, 3800, np.uint16, s),
+            "rle",
+            12,
+        ),
     ]
     for i in range(count):
-        name, options, make, tsyntax, bits = kinds[i % len(kinds)]
+        _, options, make, tsyntax, bits = kinds[i % len(kinds)]
         patient = f"P{i // 4:03d}"
         image_id = f"{i:06d}"
         rel = f"{patient}/{image_id}.dcm"
-        write_dicom(images / rel, make(i), transfer_syntax=tsyntax, bits_stored=bits,
-                    patient_id=patient, **options)  # type: ignore[arg-type]
+        write_dicom(
+            images / rel,
+            make(i),
+            transfer_syntax=tsyntax,
+            bits_stored=bits,
+            patient_id=patient,
+            **options,
+        )  # type: ignore[arg-type]
         rows.append((image_id, patient, rel, i % 2))
     rows.append(("999999", "P999", "P999/missing.dcm", 0))
     labels = root / "labels.csv"

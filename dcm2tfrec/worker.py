@@ -15,7 +15,9 @@ from .pixels import to_output
 from .records import Sample, make_record
 
 
-def process_row(row: Row, image_root: Path, spec: ImageSpec, allow_outside_root: bool = False) -> Sample | Failure:
+def process_row(
+    row: Row, image_root: Path, spec: ImageSpec, allow_outside_root: bool = False
+) -> Sample | Failure:
     """Read, decode, transform, resize and encode one row's image into a record."""
     try:
         path = resolve_path(image_root, row.path, allow_outside_root)
@@ -30,7 +32,12 @@ def process_row(row: Row, image_root: Path, spec: ImageSpec, allow_outside_root:
     except Exception as exc:
         return Failure(row.line, row.image_id, row.path, "pixel_error", f"{type(exc).__name__}: {exc}")
     height, width, channels = out.shape
-    return Sample(row.line, row.image_id, row.target, make_record(png, row.target, row.image_id, height, width, channels))
+    return Sample(
+        row.line,
+        row.image_id,
+        row.target,
+        make_record(png, row.target, row.image_id, height, width, channels),
+    )
 
 
 def process_chunk(

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dcm2tfrec.cli import cli
+from dcm2tfrec.testing import anatomy, make_demo
+
+from .conftest import read_errors, read_shards
+
+DCM2TFREC = [sys.executable, "-m", "dcm2tfrec"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("demo")
+    labels = make_demo(root, count=12)
+    return labels, root / "images"
+
+
+def _args(labels: Path, images: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "convert",
+        "--labels",
+        str(labels),
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        *extra,
+    ]
+
+
+def test_cli_converts_the_demo_and_reports_rejections(demo, tmp_path: Path) -> None:
+    labels, images = demo
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, _args(labels, images, out, "--size", "64x48", "--records-per-shard", "5")
+    )
+    assert result.exit_code == 3, result.output
+    assert "13 rows -> 12 records in 3 shard(s)" in result.output
+    assert "file_missing  1" in result.output and "images/s" in result.output
+    assert sorted(p.name for p in out.glob("*.tfrec")) == [
+        "train-00000-5.tfrec",
+        "train-00001-5.tfrec",
+        "train-00002-2.tfrec",
+    ]
+    assert all(r["image"].shape == (48, 64, 1) for r in read_shards(out))
+    assert [e["reason"] for e in read_errors(out)] == ["file_missing"]
+
+
+def test_cli_exit_0_when_every_row_converts(dataset, tmp_path: Path) -> None:
+    labels, images = dataset({"a": dict(pixels=anatomy(32, 32, 0, 200, np.uint8))})
+    result = CliRunner().invoke(cli, _args(labels, images, tmp_path / "out", "--quiet"))
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--size", "abc"], "--size"),
+        (["--window", "40"], "--window"),
+        (["--id-col", "nope"], "no column 'nope'"),
+        (["--path-template", "{nope}.dcm"], "no column 'nope'"),
+    ],
+)
+def test_usage_errors_exit_2_and_write_nothing(demo, tmp_path: Path, extra: list[str], needle: str) -> None:
+    labels, images = demo
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, _args(labels, images, out, *extra))
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert not out.exists()
+
+
+def test_existing_output_exit_2(demo, tmp_path: Path) -> None:
+    labels, images = demo
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x").write_text("x")
+    result = CliRunner().invoke(cli, _args(labels, images, out))
+    assert result.exit_code == 2 and "--overwrite" in result.output
+
+
+def test_real_subprocess_run(demo, tmp_path: Path) -> None:
+    labels, images = demo
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [*DCM2TFREC, *_args(labels, images, out, "--workers", "2", "--bits", "16")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "12 records" in proc.stdout and "img/s" in proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["records"] == 12 and manifest["pixel_policy"]["value_offset"] == 32768
+    assert all(r["image"].dtype == np.uint16 for r in read_shards(out))
+
+
+def test_help_is_fast_and_imports_no_heavy_library() -> None:
+    code = (
+        "import sys; from click.testing import CliRunner; from dcm2tfrec.cli import cli; "
+        "r = CliRunner().invoke(cli, ['convert', '--help']); assert r.exit_code == 0; "
+        "heavy = [m for m in ('tensorflow', 'pydicom', 'cv2', 'pandas', 'joblib') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_sigint_exits_130_keeping_only_complete_shards(tmp_path: Path) -> None:
+    from dcm2tfrec.testing import write_dicom
+
+    images = tmp_path / "images"
+    lines = ["image_id,path,target"]
+    for i in range(400):
+        write_dicom(images / f"{i}.dcm", anatomy(256, 256, 0, 3000, np.uint16, i % 7), bits_stored=12)
+        lines.append(f"{i},{i}.dcm,0")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            *DCM2TFREC,
+            *_args(tmp_path / "labels.csv", images, out, "--records-per-shard", "20", "-q"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.exists() and any(out.glob("*.tfrec"))):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    started = time.time()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.time() - started < 5
+    assert "interrupted" in err
+    names = os.listdir(out)
+    assert names and all(n.endswith(".tfrec") and not n.startswith(".") for n in names)
+    for shard in out.glob("*.tfrec"):
+        assert shard.name.endswith("-20.tfrec")

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dcm2tfrec.config import Columns, ConfigError
+from dcm2tfrec.labels import parse_target, read_labels
+
+
+def _csv(tmp_path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path = tmp_path / "labels.csv"
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_ids_stay_exactly_as_written(tmp_path: Path) -> None:
+    labels = read_labels(
+        _csv(tmp_path, "image_id,path,target\n000123,a.dcm,1\nNA,b.dcm,0\n1e3,c.dcm,2\n"), Columns()
+    )
+    assert [r.image_id for r in labels.rows] == ["000123", "NA", "1e3"]
+    assert [r.target for r in labels.rows] == [1, 0, 2]
+    assert [r.line for r in labels.rows] == [2, 3, 4]
+
+
+@pytest.mark.parametrize("text", ["1.5", "abc", "", " ", "1e3", "0x10", "1_000", "9223372036854775808"])
+def test_bad_targets_are_rejected(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_target(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0", 0), (" 7 ", 7), ("-3", -3), ("+4", 4), ("9223372036854775807", 2**63 - 1)],
+)
+def test_good_targets(text: str, value: int) -> None:
+    assert parse_target(text) == value
+
+
+def test_row_failures_name_line_and_reason(tmp_path: Path) -> None:
+    text = "image_id,path,target\na,a.dcm,1\nb,b.dcm,1.5\na,c.dcm,0\n,d.dcm,1\ne,,1\n"
+    labels = read_labels(_csv(tmp_path, text), Columns())
+    assert [r.image_id for r in labels.rows] == ["a"]
+    got = [(f.line, f.image_id, f.reason) for f in labels.failures]
+    assert got == [
+        (3, "b", "bad_target"),
+        (4, "a", "duplicate_id"),
+        (5, "", "missing_id"),
+        (6, "e", "missing_path"),
+    ]
+    assert "line 2" in labels.failures[1].message
+
+
+def test_bom_crlf_blank_lines_and_quoted_newlines_keep_line_numbers(tmp_path: Path) -> None:
+    text = 'image_id,path,target\r\n\r\n"x\r\ny",a.dcm,1\r\nz,b.dcm,0\r\n'
+    labels = read_labels(_csv(tmp_path, "\ufeff" + text), Columns())
+    assert [(r.line, r.image_id) for r in labels.rows] == [(3, "x\r\ny"), (5, "z")]
+
+
+def test_path_template(tmp_path: Path) -> None:
+    text = "image_id,patient_id,target\n7,P1,1\n8,,0\n"
+    labels = read_labels(_csv(tmp_path, text), Columns(path_template="{patient_id}/{image_id}.dcm"))
+    assert [r.path for r in labels.rows] == ["P1/7.dcm"]
+    assert labels.failures[0].reason == "missing_path"
+
+
+@pytest.mark.parametrize(
+    ("text", "columns", "needle"),
+    [
+        ("id,path,target\n1,a,0\n", Columns(), "no column 'image_id'"),
+        ("image_id,path,target\n1,a,0,9\n2,b\n", Columns(), "line 2: 4 fields"),
+        ('image_id,path,target\n1,"a,0\n', Columns(), "line"),
+        ("", Columns(), "empty"),
+        ("image_id,target\n1,0\n", Columns(path_template="{patient}.dcm"), "no column 'patient'"),
+    ],
+)
+def test_structural_problems_are_usage_errors(
+    tmp_path: Path, text: str, columns: Columns, needle: str
+) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        read_labels(_csv(tmp_path, text), columns)
+
+
+def test_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        read_labels(_csv(tmp_path, "image_id,path,target\nÿ,a,1\n", "latin-1"), Columns())

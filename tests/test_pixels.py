@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_windowing
+
+from dcm2tfrec.config import VALUE_OFFSET_16, ImageSpec, Window
+from dcm2tfrec.pixels import grey_transform, to_output
+
+
+def _header(**kw: object) -> Dataset:
+    ds = Dataset()
+    ds.PhotometricInterpretation = kw.pop("photometric", "MONOCHROME2")
+    ds.BitsAllocated = 16
+    ds.BitsStored = kw.pop("bits", 16)
+    ds.PixelRepresentation = kw.pop("signed", 0)
+    ds.SamplesPerPixel = 1
+    for k, v in kw.items():
+        setattr(ds, k, v)
+    return ds
+
+
+CT = dict(
+    signed=1,
+    RescaleSlope=1.0,
+    RescaleIntercept=-1024.0,
+    WindowCenter=[40.0, -600.0],
+    WindowWidth=[400.0, 1500.0],
+)
+
+
+def test_lut_path_equals_direct_pipeline_on_the_image() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(-1000, 3000, (40, 50)).astype(np.int16)
+    header = _header(**CT)
+    expected = grey_transform(img, header, ImageSpec())
+    assert np.array_equal(to_output(img, header, ImageSpec()), expected)
+
+
+def test_ct_uses_first_window_of_pydicom_in_hounsfield_units() -> None:
+    header = _header(**CT)
+    stored = np.array([[0, 1024 - 160, 1024 + 40, 1024 + 240, 4000]], dtype=np.int16)
+    out = to_output(stored, header, ImageSpec())
+    hu = apply_modality_lut(stored, header)
+    assert list(hu[0]) == [-1024, -160, 40, 240, 2976]
+    assert out[0, 0] == 0 and out[0, 1] == 0 and out[0, -1] == 255 and out[0, -2] == 255
+    assert abs(int(out[0, 2]) - 128) <= 1
+    y_min, y_max = -32768 - 1024, 32767 - 1024  # pydicom's output range for signed 16-bit + rescale
+    win = apply_windowing(hu.astype(float), header)
+    assert np.array_equal(out, np.rint((win - y_min) / (y_max - y_min) * 255))
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_voi_lut_functions_are_pydicoms(function: str) -> None:
+    header = _header(bits=12, WindowCenter=2048.0, WindowWidth=1000.0, VOILUTFunction=function)
+    ramp = np.arange(0, 4096, 8, dtype=np.uint16)[np.newaxis]
+    out = to_output(ramp, header, ImageSpec()).astype(int)
+    assert out[0, 0] <= 3 and out[0, -1] >= 252
+    assert np.all(np.diff(out[0]) >= 0)
+    mid = out[0, 2048 // 8]
+    assert 120 <= mid <= 135
+    if function == "SIGMOID":
+        assert 0 < out[0, (2048 - 500) // 8] < 40
+    else:
+        assert out[0, (2048 - 520) // 8] == 0
+
+
+def test_voi_lut_sequence_is_preferred_over_window() -> None:
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.LUTDescriptor = [4, 0, 8]
+    item.LUTData = [0, 10, 20, 255]
+    header = _header(bits=2, WindowCenter=1.0, WindowWidth=1.0)
+    header.VOILUTSequence = Sequence([item])
+    out = to_output(np.array([[0, 1, 2, 3]], dtype=np.uint16), header, ImageSpec())
+    assert list(out[0]) == [0, 10, 20, 255]
+
+
+def test_monochrome1_is_inverted() -> None:
+    stored = np.array([[0, 4095]], dtype=np.uint16)
+    mono2 = to_output(stored, _header(bits=12), ImageSpec(window=Window("none")))
+    mono1 = to_output(stored, _header(bits=12, photometric="MONOCHROME1"), ImageSpec(window=Window("none")))
+    assert list(mono2[0]) == [0, 255] and list(mono1[0]) == [255, 0]
+
+
+def test_fallback_percentiles_ignore_outliers() -> None:
+    img = np.full((100, 100), 1000, dtype=np.uint16)
+    img[:, 50:] = 2000
+    img[0, 0] = 0
+    img[0, 1] = 65535
+    out = to_output(img, _header(), ImageSpec())
+    assert out[50, 10] == 0 and out[50, 90] == 255
+    spread = to_output(img, _header(), ImageSpec(window=Window("none")))
+    assert 0 < spread[50, 10] < spread[50, 90] < 255
+
+
+def test_fixed_window_in_modality_units() -> None:
+    header = _header(**CT)
+    stored = np.array([[1024 - 1000, 1024 + 0, 1024 + 1000]], dtype=np.int16)
+    out = to_output(stored, header, ImageSpec(window=Window("fixed", 0.0, 2000.0)))
+    assert out[0, 0] == 0 and abs(int(out[0, 1]) - 128) <= 1 and out[0, 2] >= 254
+
+
+def test_bad_file_window_falls_back() -> None:
+    header = _header(bits=12, WindowCenter=100.0, WindowWidth=0.0)
+    out = to_output(np.array([[10, 20, 30]], dtype=np.uint16), header, ImageSpec())
+    assert out[0, 0] < out[0, 1] < out[0, 2]
+
+
+def test_constant_image_does_not_divide_by_zero() -> None:
+    out = to_output(np.full((4, 4), 7, dtype=np.uint16), _header(), ImageSpec())
+    assert out.dtype == np.uint8 and np.all(out == 0)
+
+
+def test_sixteen_bit_keeps_modality_values() -> None:
+    header = _header(**CT)
+    stored = np.array([[0, 1024, 4095]], dtype=np.int16)
+    out = to_output(stored, header, ImageSpec(bits=16))
+    assert out.dtype == np.uint16
+    assert list(out[0].astype(int) - VALUE_OFFSET_16) == [-1024, 0, 3071]
+
+
+def test_sixteen_bit_monochrome1_reflects_within_stored_range() -> None:
+    out = to_output(
+        np.array([[0, 100, 4095]], dtype=np.uint16),
+        _header(bits=12, photometric="MONOCHROME1"),
+        ImageSpec(bits=16),
+    )
+    assert list(out[0].astype(int) - VALUE_OFFSET_16) == [4095, 3995, 0]
+
+
+def test_float_pixels_use_the_direct_path() -> None:
+    img = np.linspace(0.0, 1.0, 50, dtype=np.float32)[np.newaxis]
+    out = to_output(img, _header(), ImageSpec(window=Window("none")))
+    assert out[0, 0] == 0 and out[0, -1] == 255
+
+
+def test_colour_passes_through_at_full_scale() -> None:
+    rgb = np.zeros((2, 2, 3), dtype=np.uint8)
+    rgb[..., 0] = 200
+    header = _header(photometric="RGB", bits=8)
+    assert np.array_equal(to_output(rgb, header, ImageSpec()), rgb)
+    assert to_output(rgb, header, ImageSpec(bits=16))[0, 0, 0] == 200 * 257

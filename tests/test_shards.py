@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+from dcm2tfrec.shards import (
+    SHARD_NAME,
+    ShardCorrupt,
+    ShardWriter,
+    file_sha256,
+    iter_records,
+    shard_name,
+)
+
+
+def test_names_match_the_kaggle_count_regex() -> None:
+    name = shard_name("train", 3, 1000)
+    assert name == "train-00003-1000.tfrec"
+    assert int(re.compile(r"-([0-9]*)\.").search(name).group(1)) == 1000  # type: ignore[union-attr]
+    assert SHARD_NAME.match(name)
+
+
+def test_writer_exact_counts_tensorflow_reads_every_record(tmp_path: Path) -> None:
+    writer = ShardWriter(tmp_path, "val", 4)
+    payloads = [f"record {i}".encode() * (i + 1) for i in range(10)]
+    for p in payloads:
+        writer.write(p)
+    infos = writer.close()
+    assert [i.file for i in infos] == [
+        "val-00000-4.tfrec",
+        "val-00001-4.tfrec",
+        "val-00002-2.tfrec",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [i.file for i in infos]
+    got = [r.numpy() for r in tf.data.TFRecordDataset([str(tmp_path / i.file) for i in infos])]
+    assert got == payloads
+    for info in infos:
+        assert file_sha256(tmp_path / info.file) == info.sha256
+        assert (tmp_path / info.file).stat().st_size == info.bytes
+
+
+def test_partial_shard_is_hidden_until_complete_and_abort_removes_it(tmp_path: Path) -> None:
+    writer = ShardWriter(tmp_path, "train", 3)
+    writer.write(b"a")
+    assert [p.name for p in tmp_path.iterdir()] == [".train-00000.tfrec.partial"]
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", [0, 9, 14, 20])
+def test_a_flipped_byte_is_caught_with_offset(tmp_path: Path, where: int) -> None:
+    writer = ShardWriter(tmp_path, "t", 10)
+    writer.write(b"0123456789")
+    writer.write(b"abcdefghij")
+    (info,) = writer.close()
+    path = tmp_path / info.file
+    data = bytearray(path.read_bytes())
+    data[26 + where] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ShardCorrupt, match=r"record 1 at byte 26"):
+        list(iter_records(path))
+
+
+def test_truncation_is_caught(tmp_path: Path) -> None:
+    writer = ShardWriter(tmp_path, "t", 10)
+    writer.write(b"0123456789")
+    (info,) = writer.close()
+    path = tmp_path / info.file
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(ShardCorrupt, match="truncated"):
+        list(iter_records(path))
