@@ -9,7 +9,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_READER = ("parse_example",)
+_READER = ("make_dataset", "parse_example")
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +20,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'dcm2tfrec' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "parse_example"]
+__all__ = ["__version__", "make_dataset", "parse_example"]

@@ -185,6 +185,7 @@ def _progress_bar(quiet: bool) -> Any:
     help="Replace a previous output in --out (only files dcm2tfrec wrote).",
 )
 @click.option("--allow-outside-root", is_flag=True, help="Accept CSV paths that resolve outside --images.")
+@click.option("--index", "write_index", is_flag=True, help="Also write a DALI / tfrecord-package index per shard (.idx).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def convert(**opts: Any) -> None:
     """Convert DICOM files listed in a labels CSV into TFRecord shards.
@@ -229,6 +230,7 @@ def convert(**opts: Any) -> None:
             shuffle=opts["shuffle"],
             overwrite=opts["overwrite"],
             allow_outside_root=opts["allow_outside_root"],
+            index=opts["write_index"],
             quiet=opts["quiet"],
         )
         result = run(config, progress=update)

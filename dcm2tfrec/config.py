@@ -89,6 +89,7 @@ class ConvertConfig:
     shuffle: bool = True
     overwrite: bool = False
     allow_outside_root: bool = False
+    index: bool = False
     chunk_size: int = 8
     quiet: bool = False
 

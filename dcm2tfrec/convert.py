@@ -29,7 +29,7 @@ from .manifest import (
 )
 from .pixels import policy
 from .records import SCHEMA, Sample
-from .shards import PARTIAL_SUFFIX, SHARD_NAME, ShardInfo, ShardWriter, file_sha256
+from .shards import INDEX_SUFFIX, PARTIAL_SUFFIX, SHARD_NAME, SHARD_SUFFIX, ShardInfo, ShardWriter, file_sha256
 from .worker import process_chunk
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.]+")
@@ -80,9 +80,9 @@ def validate(config: ConvertConfig) -> None:
 
 def _ours(name: str) -> bool:
     """Whether a file name is one dcm2tfrec writes in an output folder."""
-    return (
-        bool(SHARD_NAME.match(name)) or name.endswith(PARTIAL_SUFFIX) or name in (MANIFEST_NAME, ERRORS_NAME)
-    )
+    if name.endswith(INDEX_SUFFIX):
+        name = name.removesuffix(INDEX_SUFFIX) + SHARD_SUFFIX
+    return bool(SHARD_NAME.match(name)) or name.endswith(PARTIAL_SUFFIX) or name in (MANIFEST_NAME, ERRORS_NAME)
 
 
 def prepare_output(out: Path, overwrite: bool) -> None:
@@ -195,7 +195,7 @@ def convert(config: ConvertConfig, progress: Progress | None = None) -> ConvertR
     if progress:
         progress(len(failures), rows)
     targets: Counter[int] = Counter()
-    writer = ShardWriter(config.out, config.prefix, config.records_per_shard)
+    writer = ShardWriter(config.out, config.prefix, config.records_per_shard, write_index=config.index)
     chunks = plan(labels.rows, config.shuffle, config.seed, config.chunk_size)
     try:
         _drain(_results(config, chunks), writer, failures, targets, progress, rows)

@@ -1,14 +1,35 @@
-"""Reading shards with TensorFlow: the parse side of the schema in :mod:`dcm2tfrec.records`."""
+"""Reading shards with TensorFlow: ``make_dataset`` for tf.data / Keras, and ``parse_example``.
+
+The parse side of the schema in :mod:`dcm2tfrec.records`. The pipeline follows the tf.data
+performance guide: shuffle files, interleave parallel reads, shuffle records, batch, parse the
+batch in one vectorised op, decode PNGs in parallel, prefetch.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
+from .config import VALUE_OFFSET_16
+from .manifest import MANIFEST_NAME
 from .records import SCHEMA
+from .shards import SHARD_NAME
 
 _DTYPES = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
+_GLOB_CHARS = set("*?[")
+
+Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+class ShardError(ValueError):
+    """A shard does not match its manifest, or shards cannot be split as asked; names the file."""
 
 
 def feature_spec() -> dict[str, tf.io.FixedLenFeature]:
@@ -21,3 +42,220 @@ def parse_example(serialized: tf.Tensor) -> dict[str, Any]:
     if serialized.shape.rank == 0:
         return tf.io.parse_single_example(serialized, feature_spec())
     return tf.io.parse_example(serialized, feature_spec())
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """Shard files to read, their record counts (None when unknown) and the manifest, if any."""
+
+    files: list[str]
+    counts: list[int | None]
+    manifest: dict[str, Any] | None
+    sizes: list[int | None]
+    sha256: list[str | None]
+
+    @property
+    def records(self) -> int | None:
+        return None if any(c is None for c in self.counts) else sum(c or 0 for c in self.counts)
+
+
+def _load_manifest(path: str) -> dict[str, Any]:
+    with tf.io.gfile.GFile(path, "r") as handle:
+        data: dict[str, Any] = json.load(handle)
+    return data
+
+
+def _count_from_name(path: str) -> int | None:
+    match = SHARD_NAME.match(posixpath.basename(str(path)))
+    return int(match.group("count")) if match else None
+
+
+def resolve_source(source: Source) -> ShardSet:
+    """Turn an output folder, a manifest path, a glob or a list of shard files into a ShardSet.
+
+    Paths may be local or any URL TensorFlow's file system reads (gs://, s3://, ...).
+    """
+    manifest: dict[str, Any] | None = None
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        if text.endswith(".json") or tf.io.gfile.isdir(text):
+            manifest_path = text if text.endswith(".json") else posixpath.join(text, MANIFEST_NAME)
+            if tf.io.gfile.exists(manifest_path):
+                manifest = _load_manifest(manifest_path)
+                folder = posixpath.dirname(manifest_path)
+                files = [posixpath.join(folder, s["file"]) for s in manifest["shards"]]
+            else:
+                files = sorted(tf.io.gfile.glob(posixpath.join(text, "*.tfrec")))
+        elif _GLOB_CHARS & set(text):
+            files = sorted(tf.io.gfile.glob(text))
+        else:
+            files = [text]
+    else:
+        files = [os.fspath(f) for f in source]
+    if not files:
+        raise ShardError(f"no shard files found in {source!r}")
+    if manifest is None:
+        folder = posixpath.dirname(files[0])
+        candidate = posixpath.join(folder, MANIFEST_NAME)
+        if all(posixpath.dirname(f) == folder for f in files) and tf.io.gfile.exists(candidate):
+            manifest = _load_manifest(candidate)
+    listed = {s["file"]: s for s in (manifest or {}).get("shards", [])}
+    entries = [listed.get(posixpath.basename(f)) for f in files]
+    return ShardSet(
+        files=files,
+        counts=[e["records"] if e else _count_from_name(f) for f, e in zip(files, entries)],
+        manifest=manifest,
+        sizes=[e["bytes"] if e else None for e in entries],
+        sha256=[e["sha256"] if e else None for e in entries],
+    )
+
+
+def check_shards(shards: ShardSet, level: str = "size") -> None:
+    """Check shard files against the manifest before reading: ``size``, ``sha256`` or ``none``.
+
+    TensorFlow's own CRC errors at read time do not name the file; this check does.
+    """
+    if level not in ("none", "size", "sha256"):
+        raise ValueError(f"check must be 'none', 'size' or 'sha256', not {level!r}")
+    if level == "none":
+        return
+    for path, size, sha in zip(shards.files, shards.sizes, shards.sha256):
+        if not tf.io.gfile.exists(path):
+            raise ShardError(f"{path}: shard file is missing")
+        if size is None:
+            continue
+        actual = tf.io.gfile.stat(path).length
+        if actual != size:
+            raise ShardError(f"{path}: {actual} bytes, the manifest says {size} (truncated, appended or replaced)")
+        if level == "sha256":
+            digest = hashlib.sha256()
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    digest.update(chunk)
+            if digest.hexdigest() != sha:
+                raise ShardError(f"{path}: SHA-256 differs from the manifest (damaged or replaced)")
+
+
+def shard_files(shards: ShardSet, num_shards: int, index: int) -> ShardSet:
+    """File-level sharding for multi-worker training: every ``num_shards``-th file from ``index``."""
+    if num_shards < 1 or not 0 <= index < num_shards:
+        raise ShardError(f"need 0 <= index < num_shards, got index={index}, num_shards={num_shards}")
+    if len(shards.files) < num_shards:
+        raise ShardError(
+            f"{len(shards.files)} shard file(s) cannot be split across {num_shards} workers; "
+            "convert with a smaller --records-per-shard"
+        )
+    pick = slice(index, None, num_shards)
+    return ShardSet(
+        shards.files[pick], shards.counts[pick], shards.manifest, shards.sizes[pick], shards.sha256[pick]
+    )
+
+
+def _image_config(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    return (manifest or {}).get("config", {}).get("image", {})
+
+
+def _window(window: str | tuple[float, float] | None, manifest: dict[str, Any] | None) -> tuple[float, float] | None:
+    if window != "manifest":
+        return window  # type: ignore[return-value]
+    text = str(_image_config(manifest).get("window", ""))
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ShardError(f"the manifest records no fixed window (window={text!r}); pass window=(C, W)") from None
+    return center, width
+
+
+def window_image(values: tf.Tensor, center: float, width: float) -> tf.Tensor:
+    """DICOM LINEAR window of modality values to [0, 1] (float32)."""
+    c, w = center - 0.5, max(width - 1.0, 1e-6)
+    return tf.clip_by_value((values - c) / w + 0.5, 0.0, 1.0)
+
+
+def make_dataset(
+    source: Source,
+    batch_size: int = 32,
+    *,
+    shuffle: bool = False,
+    repeat: bool = False,
+    seed: int | None = None,
+    image_dtype: str | None = None,
+    window: str | tuple[float, float] | None = None,
+    with_features: bool = False,
+    deterministic: bool | None = None,
+    drop_remainder: bool = False,
+    num_shards: int = 1,
+    index: int = 0,
+    shuffle_buffer: int = 1024,
+    cycle_length: int = 8,
+    check: str = "size",
+) -> tf.data.Dataset:
+    """A batched ``tf.data.Dataset`` of ``(image, target)`` (or a dict of every feature).
+
+    ``source``: output folder, manifest path, glob, or list of shard files (local or URL).
+    ``image_dtype``: ``uint8``, ``uint16`` or ``float32``; by default the stored PNG's dtype.
+    8-bit records as float32 are scaled to [0, 1]; 16-bit records as float32 are modality
+    values (offset removed). ``window`` ((center, width) in modality units, or ``"manifest"``)
+    windows 16-bit records inside the pipeline to uint8, or to [0, 1] with float32.
+    ``num_shards``/``index`` split the files between workers. ``check`` verifies the files
+    against the manifest first (``size``, ``sha256`` or ``none``). The cardinality is known
+    (from the manifest or the shard names) unless ``repeat``, so ``len(ds)`` works.
+    """
+    shards = resolve_source(source)
+    if num_shards > 1:
+        shards = shard_files(shards, num_shards, index)
+    check_shards(shards, check)
+    image_cfg = _image_config(shards.manifest)
+    bits = int(image_cfg.get("bits", 8))
+    win = _window(window, shards.manifest)
+    if win is not None and bits != 16:
+        raise ValueError("window applies to 16-bit records; these are 8-bit (already windowed)")
+    png_dtype = tf.uint16 if bits == 16 else tf.uint8
+    out_dtype = tf.as_dtype(image_dtype) if image_dtype else (tf.uint8 if win else png_dtype)
+    if out_dtype not in (tf.uint8, tf.uint16, tf.float32):
+        raise ValueError(f"image_dtype must be uint8, uint16 or float32, not {image_dtype!r}")
+    if bits == 8 and out_dtype == tf.uint16 or bits == 16 and out_dtype == tf.uint8 and win is None:
+        raise ValueError(f"{bits}-bit records cannot be returned as {out_dtype.name} (give a window for uint8)")
+    channels = int(image_cfg.get("channels", 0))
+    shape = [image_cfg.get("height"), image_cfg.get("width"), channels or None]
+
+    files = tf.data.Dataset.from_tensor_slices(shards.files)
+    if shuffle:
+        files = files.shuffle(len(shards.files), seed=seed, reshuffle_each_iteration=True)
+    ds = files.interleave(
+        lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
+        cycle_length=max(1, min(cycle_length, len(shards.files))),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+    if shards.records is not None:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(shards.records))
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    def decode(serialized: tf.Tensor) -> Any:
+        features = tf.io.parse_example(serialized, feature_spec())
+        images = tf.map_fn(
+            lambda png: tf.ensure_shape(tf.io.decode_png(png, channels=channels, dtype=png_dtype), shape),
+            features["image"],
+            fn_output_signature=tf.TensorSpec(shape, png_dtype),
+            parallel_iterations=16,
+        )
+        if bits == 16 and out_dtype != tf.uint16:
+            values = tf.cast(images, tf.float32) - float(VALUE_OFFSET_16)
+            if win is not None:
+                values = window_image(values, *win)
+                images = values if out_dtype == tf.float32 else tf.cast(tf.round(values * 255.0), tf.uint8)
+            else:
+                images = values
+        elif bits == 8 and out_dtype == tf.float32:
+            images = tf.cast(images, tf.float32) / 255.0
+        if with_features:
+            return {**features, "image": images}
+        return images, features["target"]
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    return ds.prefetch(tf.data.AUTOTUNE)

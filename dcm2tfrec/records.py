@@ -87,3 +87,107 @@ def make_record(
         "channels": channels,
     }
     return serialize_example({name: (SCHEMA[name], [values[name]]) for name in SCHEMA})
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _fields(data: bytes) -> list[tuple[int, int, bytes | int]]:
+    """Split a protobuf message into (field number, wire type, value) triples."""
+    out: list[tuple[int, int, bytes | int]] = []
+    pos = 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(data, pos)
+            out.append((number, wire, value))
+        elif wire == 2:
+            length, pos = _read_varint(data, pos)
+            if pos + length > len(data):
+                raise ValueError("field runs past the end of the message")
+            out.append((number, wire, data[pos : pos + length]))
+            pos += length
+        elif wire == 5:
+            out.append((number, wire, data[pos : pos + 4]))
+            pos += 4
+        elif wire == 1:
+            out.append((number, wire, data[pos : pos + 8]))
+            pos += 8
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    return out
+
+
+def _int64(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _list_values(kind: FeatureKind, body: bytes) -> list[FeatureValue]:
+    values: list[FeatureValue] = []
+    for number, wire, value in _fields(body):
+        if number != 1:
+            continue
+        if kind == "bytes":
+            values.append(bytes(value))  # type: ignore[arg-type]
+        elif kind == "float":
+            raw = bytes(value)  # type: ignore[arg-type]
+            values.extend(struct.unpack(f"<{len(raw) // 4}f", raw))
+        elif wire == 0:
+            values.append(_int64(int(value)))  # type: ignore[arg-type]
+        else:
+            packed, pos = bytes(value), 0  # type: ignore[arg-type]
+            while pos < len(packed):
+                item, pos = _read_varint(packed, pos)
+                values.append(_int64(item))
+    return values
+
+
+_KINDS: dict[int, FeatureKind] = {1: "bytes", 2: "float", 3: "int64"}
+
+
+def decode_record(data: bytes) -> dict[str, tuple[FeatureKind, list[FeatureValue]]]:
+    """Parse tf.train.Example bytes into ``{name: (kind, values)}`` without TensorFlow.
+
+    Raises ValueError when the bytes are not a well-formed Example.
+    """
+    features: dict[str, tuple[FeatureKind, list[FeatureValue]]] = {}
+    for number, _, features_msg in _fields(data):
+        if number != 1 or not isinstance(features_msg, bytes):
+            continue
+        for entry_number, _, entry in _fields(features_msg):
+            if entry_number != 1 or not isinstance(entry, bytes):
+                continue
+            name, feature = "", b""
+            for field_number, _, value in _fields(entry):
+                if field_number == 1 and isinstance(value, bytes):
+                    name = value.decode("utf-8")
+                elif field_number == 2 and isinstance(value, bytes):
+                    feature = value
+            for kind_number, _, body in _fields(feature):
+                if kind_number in _KINDS and isinstance(body, bytes):
+                    features[name] = (_KINDS[kind_number], _list_values(_KINDS[kind_number], body))
+    return features
+
+
+def check_schema(features: dict[str, tuple[FeatureKind, list[FeatureValue]]]) -> list[str]:
+    """Problems of a decoded record against :data:`SCHEMA` (missing, wrong kind, not one value)."""
+    problems = []
+    for name, kind in SCHEMA.items():
+        if name not in features:
+            problems.append(f"feature {name!r} missing")
+        elif features[name][0] != kind:
+            problems.append(f"feature {name!r} is {features[name][0]}, expected {kind}")
+        elif len(features[name][1]) != 1:
+            problems.append(f"feature {name!r} has {len(features[name][1])} values, expected 1")
+    return problems

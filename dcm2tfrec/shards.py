@@ -20,6 +20,7 @@ import google_crc32c
 from .config import OutputError
 
 SHARD_SUFFIX = ".tfrec"
+INDEX_SUFFIX = ".idx"
 PARTIAL_SUFFIX = ".partial"
 SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<index>[0-9]{5})-(?P<count>[0-9]+)\.tfrec$")
 _MASK_DELTA = 0xA282EAD8
@@ -29,6 +30,11 @@ _CHUNK = 1 << 20
 def shard_name(prefix: str, index: int, count: int) -> str:
     """``train-00003-1000.tfrec``: the Kaggle ``-([0-9]*)\\.`` regex reads the count."""
     return f"{prefix}-{index:05d}-{count}{SHARD_SUFFIX}"
+
+
+def index_name(shard: str) -> str:
+    """The index file of a shard: ``train-00003-1000.idx`` next to ``train-00003-1000.tfrec``."""
+    return shard.removesuffix(SHARD_SUFFIX) + INDEX_SUFFIX
 
 
 def partial_name(prefix: str, index: int) -> str:
@@ -78,15 +84,16 @@ def iter_records(path: Path) -> Iterator[tuple[int, bytes]]:
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """A published shard: file name, record count, size in bytes and SHA-256."""
+    """A published shard: file name, record count, size in bytes, SHA-256, index file if any."""
 
     file: str
     records: int
     bytes: int
     sha256: str
+    index: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def file_sha256(path: Path) -> str:
@@ -98,6 +105,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _write_synced(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    with open(tmp, "w", encoding="ascii") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -106,13 +122,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class ShardWriter:
-    """Writes framed records into numbered shards of exactly ``records_per_shard`` records."""
+def index_text(offsets: list[tuple[int, int]]) -> str:
+    """The index format of NVIDIA DALI and the ``tfrecord`` package: ``offset length`` per record,
+    the length covering the whole framed record."""
+    return "".join(f"{offset} {length}\n" for offset, length in offsets)
 
-    def __init__(self, out_dir: Path, prefix: str, records_per_shard: int, first_index: int = 0) -> None:
+
+class ShardWriter:
+    """Writes framed records into numbered shards of exactly ``records_per_shard`` records.
+
+    With ``write_index`` each shard also gets a DALI / ``tfrecord`` index file, published first.
+    """
+
+    def __init__(
+        self, out_dir: Path, prefix: str, records_per_shard: int, first_index: int = 0, write_index: bool = False
+    ) -> None:
         self.out_dir = out_dir
         self.prefix = prefix
         self.records_per_shard = records_per_shard
+        self.write_index = write_index
+        self._offsets: list[tuple[int, int]] = []
         self.index = first_index
         self.published: list[ShardInfo] = []
         self._handle: BinaryIO | None = None
@@ -135,6 +164,7 @@ class ShardWriter:
             self.abort()
             raise OutputError(f"writing {self._partial} failed: {exc.strerror or exc}") from exc
         self._digest.update(data)
+        self._offsets.append((self._bytes, len(data)))
         self._count += 1
         self._bytes += len(data)
         if self._count == self.records_per_shard:
@@ -152,14 +182,21 @@ class ShardWriter:
             sha = self._digest.hexdigest()
             if partial.stat().st_size != self._bytes or file_sha256(partial) != sha:
                 raise OSError(f"{partial} does not read back as written (size or SHA-256 differ)")
+            index = index_name(final.name) if self.write_index else None
+            if index:
+                _write_synced(self.out_dir / index, index_text(self._offsets))
             os.replace(partial, final)
             _fsync_dir(self.out_dir)
         except OSError as exc:
             self.abort()
             raise OutputError(f"publishing {final} failed: {exc.strerror or exc}") from exc
-        self.published.append(ShardInfo(final.name, self._count, self._bytes, sha))
+        self.published.append(ShardInfo(final.name, self._count, self._bytes, sha, index))
         self.index += 1
+        self._reset()
+
+    def _reset(self) -> None:
         self._digest = hashlib.sha256()
+        self._offsets = []
         self._count = 0
         self._bytes = 0
 
@@ -175,6 +212,4 @@ class ShardWriter:
             self._handle.close()
             self._handle = None
         self._partial.unlink(missing_ok=True)
-        self._digest = hashlib.sha256()
-        self._count = 0
-        self._bytes = 0
+        self._reset()

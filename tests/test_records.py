@@ -72,3 +72,18 @@ def test_tutorial_reader_code_works_unchanged() -> None:
     }
     ex = tf.io.parse_single_example(make_record(b"png", 1, "x", 1, 1, 1), feature_description)
     assert ex["image"].numpy() == b"png" and int(ex["target"]) == 1
+
+
+def test_decode_record_reads_what_tensorflow_writes() -> None:
+    from dcm2tfrec.records import check_schema, decode_record
+
+    ex = tf.train.Example()
+    ex.features.feature["f"].float_list.value.extend([0.5, -2.25])
+    ex.features.feature["i"].int64_list.value.extend([1, -2, 2**63 - 1])
+    ex.features.feature["b"].bytes_list.value.extend([b"a", b""])
+    decoded = decode_record(ex.SerializeToString())
+    assert decoded == {"f": ("float", [0.5, -2.25]), "i": ("int64", [1, -2, 2**63 - 1]), "b": ("bytes", [b"a", b""])}
+    ours = decode_record(make_record(b"png", -7, "ïd", 2, 3, 1))
+    assert ours["target"] == ("int64", [-7]) and ours["image_id"] == ("bytes", ["ïd".encode()])
+    assert check_schema(ours) == []
+    assert check_schema(decoded) == [f"feature {n!r} missing" for n in SCHEMA]

@@ -72,3 +72,32 @@ def test_truncation_is_caught(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-3])
     with pytest.raises(ShardCorrupt, match="truncated"):
         list(iter_records(path))
+
+
+def test_index_files_match_the_tfrecord_package_and_its_reader(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    writer = ShardWriter(tmp_path, "t", 3, write_index=True)
+    for i in range(5):
+        writer.write(f"payload {i}".encode() * (i + 1))
+    infos = writer.close()
+    assert [i.index for i in infos] == ["t-00000-3.idx", "t-00001-2.idx"]
+    # The tfrecord package clashes with TensorFlow's protobuf symbols, so it runs in its own process.
+    code = (
+        "import sys; from tfrecord.tools.tfrecord2idx import create_index; "
+        "from tfrecord.iterator_utils import *; from tfrecord.reader import tfrecord_iterator; "
+        "create_index(sys.argv[1], sys.argv[2]); "
+        "print(len(list(tfrecord_iterator(sys.argv[1], sys.argv[3]))))"
+    )
+    for info in infos:
+        theirs = tmp_path / "theirs.idx"
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / info.file), str(theirs), str(tmp_path / info.index)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / info.index).read_text() == theirs.read_text()
+        assert int(proc.stdout) == info.records
