@@ -185,7 +185,12 @@ def _progress_bar(quiet: bool) -> Any:
     help="Replace a previous output in --out (only files dcm2tfrec wrote).",
 )
 @click.option("--allow-outside-root", is_flag=True, help="Accept CSV paths that resolve outside --images.")
-@click.option("--index", "write_index", is_flag=True, help="Also write a DALI / tfrecord-package index per shard (.idx).")
+@click.option(
+    "--index",
+    "write_index",
+    is_flag=True,
+    help="Also write a DALI / tfrecord-package index per shard (.idx).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def convert(**opts: Any) -> None:
     """Convert DICOM files listed in a labels CSV into TFRecord shards.
@@ -245,6 +250,62 @@ def convert(**opts: Any) -> None:
     if not opts["quiet"]:
         click.echo(_summary(result))
     sys.exit(result.exit_code)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--verify", is_flag=True, help="Also decode every PNG (CRCs, schema and headers are always checked)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--head", type=click.IntRange(min=0), default=0, help="List the first N records of each shard.")
+@click.option(
+    "--grid", type=click.Path(path_type=Path), help="Write a captioned contact sheet PNG of the first images."
+)
+@click.option(
+    "--export",
+    type=click.Path(path_type=Path),
+    help="Write the first images as PNG files named by id, plus labels.csv.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=64, show_default=True, help="Images for --grid / --export."
+)
+def inspect(
+    paths: tuple[str, ...],
+    verify: bool,
+    as_json: bool,
+    head: int,
+    grid: Path | None,
+    export: Path | None,
+    limit: int,
+) -> None:
+    """Show what is inside shards (files, folders or globs), checked record by record.
+
+    \b
+    Exit codes: 0 every check passed; 2 damage or a manifest mismatch found (or bad usage).
+    """
+    import json
+
+    from .config import ConfigError
+    from .inspect import export_images, find_shards, format_report, inspect_paths, write_grid
+
+    try:
+        report = inspect_paths(list(paths), verify=verify, head=head)
+        shards = find_shards(list(paths))
+        extra = []
+        if grid:
+            extra.append(f"grid: {write_grid(shards, grid, limit)} image(s) in {grid}")
+        if export:
+            extra.append(f"export: {export_images(shards, export, limit)} image(s) in {export}")
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(format_report(report))
+        for line in extra:
+            click.echo(line)
+    sys.exit(0 if report.ok else EXIT_USAGE)
 
 
 def main() -> None:

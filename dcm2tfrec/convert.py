@@ -29,7 +29,15 @@ from .manifest import (
 )
 from .pixels import policy
 from .records import SCHEMA, Sample
-from .shards import INDEX_SUFFIX, PARTIAL_SUFFIX, SHARD_NAME, SHARD_SUFFIX, ShardInfo, ShardWriter, file_sha256
+from .shards import (
+    INDEX_SUFFIX,
+    PARTIAL_SUFFIX,
+    SHARD_NAME,
+    SHARD_SUFFIX,
+    ShardInfo,
+    ShardWriter,
+    file_sha256,
+)
 from .worker import process_chunk
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.]+")
@@ -82,7 +90,9 @@ def _ours(name: str) -> bool:
     """Whether a file name is one dcm2tfrec writes in an output folder."""
     if name.endswith(INDEX_SUFFIX):
         name = name.removesuffix(INDEX_SUFFIX) + SHARD_SUFFIX
-    return bool(SHARD_NAME.match(name)) or name.endswith(PARTIAL_SUFFIX) or name in (MANIFEST_NAME, ERRORS_NAME)
+    return (
+        bool(SHARD_NAME.match(name)) or name.endswith(PARTIAL_SUFFIX) or name in (MANIFEST_NAME, ERRORS_NAME)
+    )
 
 
 def prepare_output(out: Path, overwrite: bool) -> None:

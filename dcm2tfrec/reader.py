@@ -103,7 +103,7 @@ def resolve_source(source: Source) -> ShardSet:
     entries = [listed.get(posixpath.basename(f)) for f in files]
     return ShardSet(
         files=files,
-        counts=[e["records"] if e else _count_from_name(f) for f, e in zip(files, entries)],
+        counts=[e["records"] if e else _count_from_name(f) for f, e in zip(files, entries, strict=True)],
         manifest=manifest,
         sizes=[e["bytes"] if e else None for e in entries],
         sha256=[e["sha256"] if e else None for e in entries],
@@ -119,14 +119,16 @@ def check_shards(shards: ShardSet, level: str = "size") -> None:
         raise ValueError(f"check must be 'none', 'size' or 'sha256', not {level!r}")
     if level == "none":
         return
-    for path, size, sha in zip(shards.files, shards.sizes, shards.sha256):
+    for path, size, sha in zip(shards.files, shards.sizes, shards.sha256, strict=True):
         if not tf.io.gfile.exists(path):
             raise ShardError(f"{path}: shard file is missing")
         if size is None:
             continue
         actual = tf.io.gfile.stat(path).length
         if actual != size:
-            raise ShardError(f"{path}: {actual} bytes, the manifest says {size} (truncated, appended or replaced)")
+            raise ShardError(
+                f"{path}: {actual} bytes, the manifest says {size} (truncated, appended or replaced)"
+            )
         if level == "sha256":
             digest = hashlib.sha256()
             with tf.io.gfile.GFile(path, "rb") as handle:
@@ -155,14 +157,18 @@ def _image_config(manifest: dict[str, Any] | None) -> dict[str, Any]:
     return (manifest or {}).get("config", {}).get("image", {})
 
 
-def _window(window: str | tuple[float, float] | None, manifest: dict[str, Any] | None) -> tuple[float, float] | None:
+def _window(
+    window: str | tuple[float, float] | None, manifest: dict[str, Any] | None
+) -> tuple[float, float] | None:
     if window != "manifest":
         return window  # type: ignore[return-value]
     text = str(_image_config(manifest).get("window", ""))
     try:
         center, width = (float(v) for v in text.split(","))
     except ValueError:
-        raise ShardError(f"the manifest records no fixed window (window={text!r}); pass window=(C, W)") from None
+        raise ShardError(
+            f"the manifest records no fixed window (window={text!r}); pass window=(C, W)"
+        ) from None
     return center, width
 
 
@@ -214,8 +220,10 @@ def make_dataset(
     out_dtype = tf.as_dtype(image_dtype) if image_dtype else (tf.uint8 if win else png_dtype)
     if out_dtype not in (tf.uint8, tf.uint16, tf.float32):
         raise ValueError(f"image_dtype must be uint8, uint16 or float32, not {image_dtype!r}")
-    if bits == 8 and out_dtype == tf.uint16 or bits == 16 and out_dtype == tf.uint8 and win is None:
-        raise ValueError(f"{bits}-bit records cannot be returned as {out_dtype.name} (give a window for uint8)")
+    if (bits == 8 and out_dtype == tf.uint16) or (bits == 16 and out_dtype == tf.uint8 and win is None):
+        raise ValueError(
+            f"{bits}-bit records cannot be returned as {out_dtype.name} (give a window for uint8)"
+        )
     channels = int(image_cfg.get("channels", 0))
     shape = [image_cfg.get("height"), image_cfg.get("width"), channels or None]
 

@@ -135,20 +135,23 @@ def _int64(value: int) -> int:
 
 def _list_values(kind: FeatureKind, body: bytes) -> list[FeatureValue]:
     values: list[FeatureValue] = []
-    for number, wire, value in _fields(body):
+    for number, _, value in _fields(body):
         if number != 1:
             continue
-        if kind == "bytes":
-            values.append(bytes(value))  # type: ignore[arg-type]
+        if isinstance(value, int):
+            if kind != "int64":
+                raise ValueError(f"a {kind} list holds a varint")
+            values.append(_int64(value))
+        elif kind == "bytes":
+            values.append(value)
         elif kind == "float":
-            raw = bytes(value)  # type: ignore[arg-type]
-            values.extend(struct.unpack(f"<{len(raw) // 4}f", raw))
-        elif wire == 0:
-            values.append(_int64(int(value)))  # type: ignore[arg-type]
+            if len(value) % 4:
+                raise ValueError("float list length is not a multiple of 4")
+            values.extend(struct.unpack(f"<{len(value) // 4}f", value))
         else:
-            packed, pos = bytes(value), 0  # type: ignore[arg-type]
-            while pos < len(packed):
-                item, pos = _read_varint(packed, pos)
+            pos = 0
+            while pos < len(value):
+                item, pos = _read_varint(value, pos)
                 values.append(_int64(item))
     return values
 

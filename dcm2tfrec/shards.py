@@ -135,7 +135,12 @@ class ShardWriter:
     """
 
     def __init__(
-        self, out_dir: Path, prefix: str, records_per_shard: int, first_index: int = 0, write_index: bool = False
+        self,
+        out_dir: Path,
+        prefix: str,
+        records_per_shard: int,
+        first_index: int = 0,
+        write_index: bool = False,
     ) -> None:
         self.out_dir = out_dir
         self.prefix = prefix

@@ -194,7 +194,7 @@ def make_demo(root: Path, count: int = 24) -> Path:
         (
             "ct",
             dict(modality="CT", rescale=(1.0, -1024.0), windows=[(40.0, 400.0), (-600.0, 1500.0)]),
-            lambda s: anatomy(256, 256, 0, 2400, np.int16, s),
+            lambda s: anatomy(256, 256, 0, 1250, np.int16, s),
             "explicit_le",
             None,
         ),

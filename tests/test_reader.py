@@ -25,7 +25,10 @@ def shards8(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def shards16(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _convert(tmp_path_factory.mktemp("r16"), ImageSpec(width=64, height=48, bits=16, window=Window("fixed", 40.0, 400.0)))
+    return _convert(
+        tmp_path_factory.mktemp("r16"),
+        ImageSpec(width=64, height=48, bits=16, window=Window("fixed", 40.0, 400.0)),
+    )
 
 
 def _convert(root: Path, spec: ImageSpec) -> Path:
@@ -34,11 +37,22 @@ def _convert(root: Path, spec: ImageSpec) -> Path:
     lines = ["image_id,path,target"]
     for i in range(N):
         pixels = anatomy(48, 64, -1024, 1500, np.int16, i) if i % 2 else ramp(48, 64, -1024, 1500, np.int16)
-        write_dicom(root / "img" / f"{i}.dcm", pixels, rescale=(1.0, 0.0), modality="CT", windows=[(40.0, 400.0)])
+        write_dicom(
+            root / "img" / f"{i}.dcm", pixels, rescale=(1.0, 0.0), modality="CT", windows=[(40.0, 400.0)]
+        )
         lines.append(f"id{i:03d},{i}.dcm,{i % 3}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
     out = root / "out"
-    convert(ConvertConfig(labels=root / "labels.csv", images=root / "img", out=out, image=spec, records_per_shard=5, workers=1))
+    convert(
+        ConvertConfig(
+            labels=root / "labels.csv",
+            images=root / "img",
+            out=out,
+            image=spec,
+            records_per_shard=5,
+            workers=1,
+        )
+    )
     return out
 
 
@@ -64,7 +78,12 @@ def test_round_trip_pixels_and_targets_equal_what_convert_wrote(shards8: Path) -
 @pytest.mark.parametrize("how", ["folder", "manifest", "glob", "list"])
 def test_every_kind_of_source(shards8: Path, how: str) -> None:
     files = sorted(str(p) for p in shards8.glob("*.tfrec"))
-    source = {"folder": shards8, "manifest": shards8 / "manifest.json", "glob": str(shards8 / "train-*.tfrec"), "list": files}[how]
+    source = {
+        "folder": shards8,
+        "manifest": shards8 / "manifest.json",
+        "glob": str(shards8 / "train-*.tfrec"),
+        "list": files,
+    }[how]
     ds = make_dataset(source, batch_size=5)
     assert len(ds) == math.ceil(N / 5)
     assert sum(int(t.shape[0]) for _, t in ds) == N
@@ -79,7 +98,11 @@ def test_cardinality_drop_remainder_and_repeat(shards8: Path) -> None:
 
 def test_shuffle_is_seeded_and_deterministic_switch(shards8: Path) -> None:
     def order(**kw):
-        return [i.decode() for b in make_dataset(shards8, batch_size=8, with_features=True, **kw) for i in b["image_id"].numpy()]
+        return [
+            i.decode()
+            for b in make_dataset(shards8, batch_size=8, with_features=True, **kw)
+            for i in b["image_id"].numpy()
+        ]
 
     a, b = order(shuffle=True, seed=3, deterministic=True), order(shuffle=True, seed=3, deterministic=True)
     assert a == b and sorted(a) == sorted(order()) and a != order()
@@ -103,7 +126,9 @@ def test_sixteen_bit_values_and_window_at_read_time(shards16: Path) -> None:
     hu = _by_id(make_dataset(shards16, batch_size=8, with_features=True, image_dtype="float32"))
     win = _by_id(make_dataset(shards16, batch_size=8, with_features=True, window=(40.0, 400.0)))
     man = _by_id(make_dataset(shards16, batch_size=8, with_features=True, window="manifest"))
-    unit = _by_id(make_dataset(shards16, batch_size=8, with_features=True, window="manifest", image_dtype="float32"))
+    unit = _by_id(
+        make_dataset(shards16, batch_size=8, with_features=True, window="manifest", image_dtype="float32")
+    )
     for image_id, png in stored.items():
         assert raw[image_id]["image"].dtype == np.uint16 and np.array_equal(raw[image_id]["image"], png)
         values = png.astype(np.float32) - 32768
@@ -152,12 +177,14 @@ def test_keras_fits_one_epoch_on_converted_shards(shards8: Path) -> None:
     import keras
 
     ds = make_dataset(shards8, batch_size=8, shuffle=True, seed=0, image_dtype="float32")
-    model = keras.Sequential([
-        keras.Input((24, 32, 1)),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((24, 32, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     history = model.fit(ds, epochs=1, verbose=0)
     assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])

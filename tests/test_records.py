@@ -82,7 +82,11 @@ def test_decode_record_reads_what_tensorflow_writes() -> None:
     ex.features.feature["i"].int64_list.value.extend([1, -2, 2**63 - 1])
     ex.features.feature["b"].bytes_list.value.extend([b"a", b""])
     decoded = decode_record(ex.SerializeToString())
-    assert decoded == {"f": ("float", [0.5, -2.25]), "i": ("int64", [1, -2, 2**63 - 1]), "b": ("bytes", [b"a", b""])}
+    assert decoded == {
+        "f": ("float", [0.5, -2.25]),
+        "i": ("int64", [1, -2, 2**63 - 1]),
+        "b": ("bytes", [b"a", b""]),
+    }
     ours = decode_record(make_record(b"png", -7, "ïd", 2, 3, 1))
     assert ours["target"] == ("int64", [-7]) and ours["image_id"] == ("bytes", ["ïd".encode()])
     assert check_schema(ours) == []

@@ -1,0 +1,362 @@
+"""What is inside shards: summaries, record-by-record verification, contact sheets, exports.
+
+Works without TensorFlow: framing and CRCs come from :mod:`shards`, records are parsed by
+:func:`records.decode_record`. Images are decoded only when asked (verify, grid, export).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import math
+import re
+import struct
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .config import ConfigError
+from .manifest import MANIFEST_NAME
+from .records import check_schema, decode_record
+from .shards import SHARD_NAME, SHARD_SUFFIX, ShardCorrupt, iter_records
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass
+class ShardReport:
+    """The facts about one shard; ``problems`` lists damage and mismatches (empty = good)."""
+
+    file: str
+    path: str
+    records: int = 0
+    bytes: int = 0
+    sha256: str = ""
+    features: dict[str, str] = field(default_factory=dict)
+    images: dict[str, int] = field(default_factory=dict)
+    targets: dict[str, int] = field(default_factory=dict)
+    manifest: dict[str, bool] | None = None
+    pixel_range: list[int] | None = None
+    head: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InspectReport:
+    """Every shard's report, the totals, and whether everything checked out."""
+
+    shards: list[ShardReport]
+    verified: bool
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and all(not s.problems for s in self.shards)
+
+    def totals(self) -> dict[str, Any]:
+        targets: Counter[str] = Counter()
+        for s in self.shards:
+            targets.update(s.targets)
+        return {
+            "shards": len(self.shards),
+            "records": sum(s.records for s in self.shards),
+            "bytes": sum(s.bytes for s in self.shards),
+            "targets": dict(sorted(targets.items(), key=lambda kv: int(kv[0]))),
+            "problems": sum(len(s.problems) for s in self.shards) + len(self.missing),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "verified": self.verified,
+            "totals": self.totals(),
+            "missing": self.missing,
+            "shards": [asdict(s) for s in self.shards],
+        }
+
+
+def find_shards(paths: list[str]) -> list[Path]:
+    """Shard files named by ``paths``: files, folders (their ``*.tfrec``) or globs."""
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found += sorted(path.glob(f"*{SHARD_SUFFIX}"))
+        elif set("*?[") & set(text):
+            found += sorted(Path(p) for p in glob.glob(text))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise ConfigError(f"{text}: no such shard, folder or glob match")
+    if not found:
+        raise ConfigError(f"no shard files in {' '.join(paths)}")
+    return list(dict.fromkeys(found))
+
+
+def png_info(data: bytes) -> tuple[int, int, int, str] | None:
+    """(width, height, channels, dtype) from a PNG's header, or None if it is not a PNG."""
+    if len(data) < 26 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    depth, colour = data[24], data[25]
+    return width, height, _PNG_CHANNELS.get(colour, 0), "uint16" if depth == 16 else "uint8"
+
+
+def decode_png(data: bytes) -> np.ndarray | None:
+    """Decode PNG bytes to (H, W, C) in RGB order, or None if they do not decode."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    if img.ndim == 2:
+        return img[:, :, np.newaxis]
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if img.shape[2] == 3 else img
+
+
+def _value(features: Mapping[str, tuple[str, Sequence[Any]]], name: str, default: Any = None) -> Any:
+    entry = features.get(name)
+    return entry[1][0] if entry and entry[1] else default
+
+
+def _check_record(features: dict[str, Any], verify: bool, pixel_range: list[int]) -> tuple[str, list[str]]:
+    """The record's image key (``HxWxC dtype``) and its problems."""
+    problems = check_schema(features)
+    png = _value(features, "image", b"")
+    declared = tuple(int(_value(features, k, -1)) for k in ("height", "width", "channels"))
+    info = png_info(png)
+    if info is None:
+        return "not a PNG", [*problems, "image is not a PNG"]
+    width, height, channels, dtype = info
+    if (height, width, channels) != declared:
+        problems.append(f"PNG is {height}x{width}x{channels}, features say {'x'.join(map(str, declared))}")
+    if verify:
+        img = decode_png(png)
+        if img is None:
+            problems.append("PNG does not decode")
+        else:
+            pixel_range[0] = min(pixel_range[0], int(img.min()))
+            pixel_range[1] = max(pixel_range[1], int(img.max()))
+    return f"{height}x{width}x{channels} {dtype}", problems
+
+
+def inspect_shard(
+    path: Path, entry: dict[str, Any] | None, *, verify: bool = False, head: int = 0
+) -> ShardReport:
+    """Read one shard record by record (CRCs always checked) and report what it holds."""
+    report = ShardReport(file=path.name, path=str(path))
+    kinds: dict[str, str] = {}
+    images: Counter[str] = Counter()
+    targets: Counter[str] = Counter()
+    pixel_range = [2**31, -1]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    report.sha256, report.bytes = digest.hexdigest(), path.stat().st_size
+    try:
+        for index, (offset, data) in enumerate(iter_records(path)):
+            report.records += 1
+            try:
+                features = decode_record(data)
+            except (ValueError, UnicodeDecodeError) as exc:
+                report.problems.append(f"record {index} at byte {offset}: not a valid Example ({exc})")
+                continue
+            kinds.update({name: kind for name, (kind, _) in features.items()})
+            key, problems = _check_record(features, verify, pixel_range)
+            images[key] += 1
+            targets[str(_value(features, "target", "?"))] += 1
+            report.problems += [f"record {index} at byte {offset}: {p}" for p in problems]
+            if index < head:
+                image_id = _value(features, "image_id", b"").decode("utf-8", "replace")
+                report.head.append(
+                    {"index": index, "image_id": image_id, "target": _value(features, "target"), "image": key}
+                )
+    except ShardCorrupt as exc:
+        report.problems.append(str(exc))
+    report.features = dict(sorted(kinds.items()))
+    report.images = dict(images)
+    report.targets = dict(
+        sorted(targets.items(), key=lambda kv: int(kv[0]) if kv[0].lstrip("-").isdigit() else 0)
+    )
+    if verify and report.records:
+        report.pixel_range = pixel_range
+    match = SHARD_NAME.match(path.name)
+    if match and int(match.group("count")) != report.records:
+        report.problems.append(
+            f"the name says {match.group('count')} records, the shard holds {report.records}"
+        )
+    if entry is not None:
+        report.manifest = {
+            "listed": True,
+            "records": entry["records"] == report.records,
+            "bytes": entry["bytes"] == report.bytes,
+            "sha256": entry["sha256"] == report.sha256,
+        }
+        report.problems += [
+            f"{k} differ from the manifest" for k in ("records", "bytes", "sha256") if not report.manifest[k]
+        ]
+    return report
+
+
+def _manifest_entries(folder: Path) -> dict[str, dict[str, Any]] | None:
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    return {s["file"]: s for s in json.loads(path.read_text(encoding="utf-8")).get("shards", [])}
+
+
+def inspect_paths(paths: list[str], *, verify: bool = False, head: int = 0) -> InspectReport:
+    """Inspect every shard named by ``paths``; a manifest next to a shard is checked against it."""
+    shards = find_shards(paths)
+    manifests = {folder: _manifest_entries(folder) for folder in {p.parent for p in shards}}
+    reports = []
+    for path in shards:
+        entries = manifests[path.parent]
+        report = inspect_shard(path, entries.get(path.name) if entries else None, verify=verify, head=head)
+        if entries is not None and path.name not in entries:
+            report.manifest = {"listed": False}
+            report.problems.append(f"not listed in {path.parent / MANIFEST_NAME}")
+        reports.append(report)
+    missing = []
+    for folder in sorted({Path(p) for p in paths if Path(p).is_dir()}):
+        entries = manifests.get(folder) or {}
+        missing += [str(folder / name) for name in entries if not (folder / name).exists()]
+    return InspectReport(reports, verified=verify, missing=missing)
+
+
+def iter_images(shards: list[Path], limit: int) -> Iterator[tuple[str, int, bytes]]:
+    """The first ``limit`` records' (image_id, target, PNG bytes) across ``shards``."""
+    count = 0
+    for path in shards:
+        for _, data in iter_records(path):
+            if count >= limit:
+                return
+            features = decode_record(data)
+            yield (
+                _value(features, "image_id", b"").decode("utf-8", "replace"),
+                int(_value(features, "target", 0)),
+                _value(features, "image", b""),
+            )
+            count += 1
+
+
+def _display(img: np.ndarray) -> np.ndarray:
+    """Any decoded record image -> 3-channel uint8 for a contact sheet (16-bit: min-max)."""
+    if img.dtype != np.uint8:
+        lo, hi = float(img.min()), float(img.max())
+        img = (
+            np.zeros(img.shape, np.uint8)
+            if hi <= lo
+            else np.rint((img - lo) / (hi - lo) * 255).astype(np.uint8)
+        )
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img[:, :, :3])
+
+
+def contact_sheet(items: list[tuple[str, int, bytes]], tile: int = 192) -> np.ndarray:
+    """An RGB grid of the images, each captioned with its id and target."""
+    cols = max(1, math.ceil(math.sqrt(len(items))))
+    rows = max(1, math.ceil(len(items) / cols))
+    caption = 22
+    sheet = np.zeros((rows * (tile + caption), cols * tile, 3), np.uint8)
+    for n, (image_id, target, png) in enumerate(items):
+        y, x = (n // cols) * (tile + caption), (n % cols) * tile
+        img = decode_png(png)
+        if img is not None:
+            shown = _display(img)
+            scale = min(tile / shown.shape[1], tile / shown.shape[0])
+            w, h = max(1, round(shown.shape[1] * scale)), max(1, round(shown.shape[0] * scale))
+            shown = cv2.resize(
+                shown, (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST
+            )
+            oy, ox = (tile - h) // 2, (tile - w) // 2
+            sheet[y + oy : y + oy + h, x + ox : x + ox + w] = shown
+        label = f"{image_id} | {target}" if img is not None else f"{image_id} | UNREADABLE"
+        cv2.putText(
+            sheet,
+            label[:28],
+            (x + 4, y + tile + 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (255, 255, 0),
+            1,
+            cv2.LINE_AA,
+        )
+    return sheet
+
+
+def write_grid(shards: list[Path], out: Path, limit: int) -> int:
+    """Write a contact sheet of the first ``limit`` images to ``out``; return how many."""
+    items = list(iter_images(shards, limit))
+    sheet = contact_sheet(items)
+    if not cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+        raise ConfigError(f"cannot write {out} (use a .png name in an existing folder)")
+    return len(items)
+
+
+def safe_name(image_id: str, taken: set[str]) -> str:
+    """A file name for an id: unsafe characters become '_', and clashes get a numeric suffix."""
+    base = _UNSAFE.sub("_", image_id).strip(".") or "image"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}~{n}"
+    taken.add(name)
+    return name
+
+
+def export_images(shards: list[Path], out: Path, limit: int) -> int:
+    """Write the first ``limit`` images as PNG files named by id (the stored bytes), plus labels.csv."""
+    out.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    rows = []
+    for image_id, target, png in iter_images(shards, limit):
+        name = safe_name(image_id, taken) + ".png"
+        (out / name).write_bytes(png)
+        rows.append((image_id, target, name))
+    with open(out / "labels.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["image_id", "target", "file"])
+        writer.writerows(rows)
+    return len(rows)
+
+
+def format_report(report: InspectReport) -> str:
+    """The human-readable summary."""
+    lines = []
+    for s in report.shards:
+        manifest = (
+            "no manifest"
+            if s.manifest is None
+            else ("manifest ok" if all(s.manifest.values()) else "MANIFEST MISMATCH")
+        )
+        lines.append(f"{s.file}  {s.records} records  {s.bytes} bytes  sha256 {s.sha256[:12]}  {manifest}")
+        lines.append("  features  " + "  ".join(f"{k}:{v}" for k, v in s.features.items()))
+        images = ", ".join(f"{k} ({n})" for k, n in s.images.items())
+        if s.pixel_range:
+            images += f"; pixel values {s.pixel_range[0]}..{s.pixel_range[1]}"
+        lines.append(f"  images    {images or '-'}")
+        lines.append("  targets   " + (", ".join(f"{k}: {v}" for k, v in s.targets.items()) or "-"))
+        lines += [
+            f"  #{h['index']:<5} id={h['image_id']}  target={h['target']}  {h['image']}" for h in s.head
+        ]
+        lines += [f"  PROBLEM   {p}" for p in s.problems]
+    lines += [f"MISSING   {m} is listed in the manifest but absent" for m in report.missing]
+    t = report.totals()
+    verdict = "all checks passed" if report.ok else f"{t['problems']} PROBLEM(S)"
+    checked = "CRCs, schema, PNG headers" + (", every PNG decoded" if report.verified else "")
+    targets = ", ".join(f"{k}: {v}" for k, v in t["targets"].items()) or "-"
+    lines.append(
+        f"TOTAL  {t['records']} records in {t['shards']} shard(s), {t['bytes']} bytes; targets {targets}"
+    )
+    lines.append(f"       checked {checked}: {verdict}")
+    return "\n".join(lines)
