@@ -98,7 +98,7 @@ def test_real_subprocess_run(demo, tmp_path: Path) -> None:
     labels, images = demo
     out = tmp_path / "out"
     proc = subprocess.run(
-        [*DCM2TFREC, *_args(labels, images, out, "--workers", "2", "--bits", "16")],
+        [*DCM2TFREC, *_args(labels, images, out, "--workers", "2", "--bits", "16", "--index")],
         capture_output=True,
         text=True,
         timeout=300,
@@ -108,6 +108,9 @@ def test_real_subprocess_run(demo, tmp_path: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["totals"]["records"] == 12 and manifest["pixel_policy"]["value_offset"] == 32768
     assert all(r["image"].dtype == np.uint16 for r in read_shards(out))
+    for shard in manifest["shards"]:
+        lines = (out / shard["index"]).read_text().splitlines()
+        assert len(lines) == shard["records"] and sum(int(line.split()[1]) for line in lines) == shard["bytes"]
 
 
 def test_help_is_fast_and_imports_no_heavy_library() -> None:
