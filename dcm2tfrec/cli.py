@@ -153,6 +153,11 @@ def _progress_bar(quiet: bool) -> Any:
     help="PNG compression level.",
 )
 @click.option(
+    "--exact-decode",
+    is_flag=True,
+    help="Decode JPEG 2000 / HTJ2K at full resolution (default: the coarsest level >= the output size).",
+)
+@click.option(
     "--records-per-shard",
     type=click.IntRange(min=1),
     default=1000,
@@ -227,6 +232,7 @@ def convert(**opts: Any) -> None:
                 bits=int(opts["bits"]),
                 window=parse_window(opts["window"]),
                 png_level=opts["png_level"],
+                exact_decode=opts["exact_decode"],
             ),
             records_per_shard=opts["records_per_shard"],
             prefix=opts["prefix"],

@@ -58,6 +58,9 @@ class ImageSpec:
     bits: int = 8
     window: Window = field(default_factory=Window)
     png_level: int = 3
+    #: False: JPEG 2000 / HTJ2K are decoded at the coarsest resolution level that is still at
+    #: least the output size (much faster; see README). True: always full resolution.
+    exact_decode: bool = False
     #: auto-window fallback when a file carries no VOI: these percentiles of the image's
     #: modality values map to 0 and 255 (min-max when they coincide).
     fallback_percentiles: tuple[float, float] = (0.5, 99.5)

@@ -6,6 +6,9 @@ happen to be installed. Everything here is TensorFlow-free and safe to run in a 
 
 from __future__ import annotations
 
+import io
+import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +17,14 @@ import numpy as np
 import pydicom
 from pydicom import uid
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import pixel_array
+
+from .config import ImageSpec
+from .image import scaled_size
+
+log = logging.getLogger(__name__)
 
 #: The pydicom decoding plugin used for each transfer syntax ("" = pydicom's own native decoder).
 DECODING_PLUGINS: dict[str, str] = {
@@ -37,29 +46,11 @@ DECODING_PLUGINS: dict[str, str] = {
     uid.HTJ2K: "pylibjpeg",
 }
 
-#: Header elements the pixel pipeline reads; everything else is dropped after decoding.
-PIXEL_KEYWORDS = (
-    "PhotometricInterpretation",
-    "SamplesPerPixel",
-    "BitsAllocated",
-    "BitsStored",
-    "HighBit",
-    "PixelRepresentation",
-    "RescaleSlope",
-    "RescaleIntercept",
-    "RescaleType",
-    "ModalityLUTSequence",
-    "WindowCenter",
-    "WindowWidth",
-    "VOILUTFunction",
-    "VOILUTSequence",
-    "RedPaletteColorLookupTableDescriptor",
-    "GreenPaletteColorLookupTableDescriptor",
-    "BluePaletteColorLookupTableDescriptor",
-    "RedPaletteColorLookupTableData",
-    "GreenPaletteColorLookupTableData",
-    "BluePaletteColorLookupTableData",
+#: Transfer syntaxes whose codestreams carry lower resolution levels (reduced decoding).
+MULTI_RESOLUTION = frozenset(
+    {uid.JPEG2000Lossless, uid.JPEG2000, uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.HTJ2K}
 )
+_J2K_COD, _J2K_SOT = b"\xff\x52", b"\xff\x90"
 
 
 class DicomError(Exception):
@@ -72,7 +63,7 @@ class DicomError(Exception):
 
 @dataclass
 class DicomImage:
-    """Decoded stored values (rows x cols [x samples]) and the pixel-relevant header."""
+    """Decoded stored values (rows x cols [x samples]) and the dataset they came from."""
 
     pixels: np.ndarray
     header: Dataset
@@ -95,8 +86,8 @@ def resolve_path(image_root: Path, rel: str, allow_outside_root: bool) -> Path:
     return full
 
 
-def read_dicom(path: Path) -> DicomImage:
-    """Read ``path`` and decode its first (only) frame with the pinned plugin."""
+def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:
+    """Read ``path`` and decode its single frame (see :func:`decode_pixels`)."""
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError as exc:
@@ -117,11 +108,66 @@ def read_dicom(path: Path) -> DicomImage:
             "unsupported", f"multi-frame image ({frames} frames); only single frames are converted"
         )
     try:
-        pixels = pixel_array(ds, decoding_plugin=DECODING_PLUGINS[tsyntax])
+        pixels = decode_pixels(ds, spec)
     except Exception as exc:
         raise DicomError("decode_failed", f"{uid.UID(tsyntax).name}: {type(exc).__name__}: {exc}") from None
-    header = Dataset()
-    for keyword in PIXEL_KEYWORDS:
-        if keyword in ds:
-            setattr(header, keyword, ds[keyword].value)
-    return DicomImage(pixels=pixels, header=header, transfer_syntax=tsyntax)
+    del ds.PixelData
+    return DicomImage(pixels=pixels, header=ds, transfer_syntax=tsyntax)
+
+
+def decode_pixels(ds: Dataset, spec: ImageSpec | None = None) -> np.ndarray:
+    """Decode the first frame with the pinned plugin.
+
+    When ``spec`` allows it (not ``exact_decode``), an unsigned monochrome JPEG 2000 / HTJ2K
+    frame is decoded only down to the coarsest resolution level that is still at least the
+    size the image is resized to; anything unexpected falls back to the exact decode.
+    """
+    tsyntax = str(ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in ds.file_meta else ""
+    if spec is not None and not spec.exact_decode and tsyntax in MULTI_RESOLUTION:
+        try:
+            reduced = _decode_reduced(ds, spec)
+        except Exception as exc:  # a decoder's surprise costs speed, never correctness
+            log.debug("reduced decoding failed (%s); decoding at full resolution", exc)
+            reduced = None
+        if reduced is not None:
+            return reduced
+    return pixel_array(ds, decoding_plugin=DECODING_PLUGINS.get(tsyntax, ""))
+
+
+def _decomposition_levels(codestream: bytes) -> int:
+    """Number of wavelet decomposition levels from the J2K main header's COD segment."""
+    header_end = codestream.find(_J2K_SOT)
+    cod = codestream.find(_J2K_COD, 0, header_end if header_end > 0 else None)
+    if cod < 0:
+        raise ValueError("no COD segment in the main header")
+    return codestream[cod + 9]
+
+
+def _decode_reduced(ds: Dataset, spec: ImageSpec) -> np.ndarray | None:
+    """Reduced-resolution decode with Pillow's OpenJPEG, or None when it does not apply."""
+    import openjpeg
+    from PIL import Image
+
+    if int(ds.get("SamplesPerPixel", 1)) != 1 or int(ds.get("PixelRepresentation", 0)) != 0:
+        return None
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    target_w, target_h = scaled_size(cols, rows, spec)
+    codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
+    params = openjpeg.get_parameters(codestream)
+    if (params["rows"], params["columns"]) != (rows, cols) or params["is_signed"]:
+        return None
+    levels = 0
+    while (
+        levels < _decomposition_levels(codestream)
+        and math.ceil(cols / 2 ** (levels + 1)) >= target_w
+        and math.ceil(rows / 2 ** (levels + 1)) >= target_h
+    ):
+        levels += 1
+    if levels == 0:
+        return None
+    with Image.open(io.BytesIO(codestream)) as image:
+        image.reduce = levels  # type: ignore[method-assign,assignment]  # Pillow's JPEG 2000 property
+        image.load()
+        pixels = np.asarray(image)
+    shift = 8 * pixels.dtype.itemsize - int(params["precision"])
+    return pixels >> shift if shift > 0 else pixels

@@ -23,6 +23,15 @@ def _resize_to(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return out.reshape(height, width, *img.shape[2:])
 
 
+def scaled_size(width: int, height: int, spec: ImageSpec) -> tuple[int, int]:
+    """The size a ``width`` x ``height`` image is resized to before any padding or cropping."""
+    if spec.resize == "stretch":
+        return spec.width, spec.height
+    fit = min if spec.resize == "letterbox" else max
+    scale = fit(spec.width / width, spec.height / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def resize(img: np.ndarray, spec: ImageSpec) -> np.ndarray:
     """Resize to ``spec.width`` x ``spec.height`` with ``spec.resize``.
 
@@ -30,12 +39,10 @@ def resize(img: np.ndarray, spec: ImageSpec) -> np.ndarray:
     crop: fill the target and cut the overflow, centred.
     """
     h, w = img.shape[:2]
-    if spec.resize == "stretch":
-        return _resize_to(img, spec.width, spec.height)
-    fit = min if spec.resize == "letterbox" else max
-    scale = fit(spec.width / w, spec.height / h)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    new_w, new_h = scaled_size(w, h, spec)
     scaled = _resize_to(img, new_w, new_h)
+    if spec.resize == "stretch":
+        return scaled
     if spec.resize == "crop":
         x, y = (new_w - spec.width) // 2, (new_h - spec.height) // 2
         return np.ascontiguousarray(scaled[y : y + spec.height, x : x + spec.width])

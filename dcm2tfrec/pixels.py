@@ -13,11 +13,26 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, apply_windowing
 
 from .config import VALUE_OFFSET_16, ImageSpec, Window
 
 _FAR = 1e300
+#: Header elements a lookup table depends on (besides the dtype and the ImageSpec).
+_LUT_KEYWORDS = (
+    "PhotometricInterpretation",
+    "BitsStored",
+    "BitsAllocated",
+    "PixelRepresentation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+)
+_LUT_CACHE: dict[tuple[Any, ...], np.ndarray] = {}
+_LUT_CACHE_SIZE = 64
 
 
 def is_colour(pixels: np.ndarray, header: Dataset) -> bool:
@@ -144,19 +159,41 @@ def colour_transform(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np
     return np.rint(np.clip(rgb, 0.0, 1.0) * top).astype(np.uint16 if spec.bits == 16 else np.uint8)
 
 
+def _lut_key(dtype: np.dtype, header: Dataset, spec: ImageSpec) -> tuple[Any, ...] | None:
+    """What a lookup table depends on, or None when a LUT sequence makes it not worth keying."""
+    if "ModalityLUTSequence" in header or "VOILUTSequence" in header:
+        return None
+    values = (header.get(keyword) for keyword in _LUT_KEYWORDS)
+    return (dtype.str, spec, tuple(tuple(v) if isinstance(v, MultiValue) else v for v in values))
+
+
+def _lookup_table(pixels: np.ndarray, index: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
+    """The grey pipeline over every value of the dtype; cached unless it depends on the image."""
+    key = _lut_key(pixels.dtype, header, spec)
+    if key is not None and key in _LUT_CACHE:
+        return _LUT_CACHE[key]
+    domain = np.arange(2 ** (8 * pixels.dtype.itemsize), dtype=index.dtype).view(pixels.dtype)
+    image_dependent = []
+
+    def histogram() -> np.ndarray:
+        image_dependent.append(True)
+        return np.bincount(index.ravel(), minlength=domain.size)
+
+    lut = grey_transform(domain, header, spec, histogram)
+    if key is not None and not image_dependent:
+        if len(_LUT_CACHE) >= _LUT_CACHE_SIZE:
+            _LUT_CACHE.clear()
+        _LUT_CACHE[key] = lut
+    return lut
+
+
 def to_output(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
     """Decoded stored values -> the output intensities that get resized and PNG-encoded."""
     if is_colour(pixels, header):
         return colour_transform(pixels, header, spec)
     if pixels.dtype.kind in "iu" and pixels.dtype.itemsize <= 2:
-        index_dtype = np.dtype(f"u{pixels.dtype.itemsize}")
-        index = pixels.view(index_dtype)
-        domain = np.arange(2 ** (8 * pixels.dtype.itemsize), dtype=index_dtype).view(pixels.dtype)
-
-        def histogram() -> np.ndarray:
-            return np.bincount(index.ravel(), minlength=domain.size)
-
-        return grey_transform(domain, header, spec, histogram)[index]
+        index = pixels.view(np.dtype(f"u{pixels.dtype.itemsize}"))
+        return np.take(_lookup_table(pixels, index, header, spec), index)
     return grey_transform(pixels, header, spec)
 
 
@@ -185,4 +222,8 @@ def policy(spec: ImageSpec) -> dict[str, Any]:
         "colour": "YBR converted to RGB by pydicom, palette colour via apply_color_lut, scaled to full range",
         "value_offset": VALUE_OFFSET_16 if spec.bits == 16 else 0,
         "multi_frame": "rejected (reason 'unsupported')",
+        "decoding": "full resolution"
+        if spec.exact_decode
+        else "unsigned monochrome JPEG 2000 / HTJ2K decoded at the coarsest resolution level that is "
+        "still at least the resized size (OpenJPEG reduce via Pillow); everything else at full resolution",
     }

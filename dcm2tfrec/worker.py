@@ -21,7 +21,7 @@ def process_row(
     """Read, decode, transform, resize and encode one row's image into a record."""
     try:
         path = resolve_path(image_root, row.path, allow_outside_root)
-        dicom = read_dicom(path)
+        dicom = read_dicom(path, spec)
     except DicomError as exc:
         return Failure(row.line, row.image_id, row.path, exc.reason, str(exc))
     except OSError as exc:

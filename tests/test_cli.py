@@ -110,7 +110,9 @@ def test_real_subprocess_run(demo, tmp_path: Path) -> None:
     assert all(r["image"].dtype == np.uint16 for r in read_shards(out))
     for shard in manifest["shards"]:
         lines = (out / shard["index"]).read_text().splitlines()
-        assert len(lines) == shard["records"] and sum(int(line.split()[1]) for line in lines) == shard["bytes"]
+        assert (
+            len(lines) == shard["records"] and sum(int(line.split()[1]) for line in lines) == shard["bytes"]
+        )
 
 
 def test_help_is_fast_and_imports_no_heavy_library() -> None:

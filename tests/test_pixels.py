@@ -143,3 +143,19 @@ def test_colour_passes_through_at_full_scale() -> None:
     header = _header(photometric="RGB", bits=8)
     assert np.array_equal(to_output(rgb, header, ImageSpec()), rgb)
     assert to_output(rgb, header, ImageSpec(bits=16))[0, 0, 0] == 200 * 257
+
+
+def test_lookup_tables_are_cached_only_when_they_do_not_depend_on_the_image() -> None:
+    header = _header(bits=12)
+    dark = np.array([[0, 100, 200]], dtype=np.uint16)
+    bright = np.array([[0, 1000, 4000]], dtype=np.uint16)
+    assert list(to_output(dark, header, ImageSpec())[0]) == [0, 128, 255]
+    assert list(to_output(bright, header, ImageSpec())[0]) == [0, 64, 255]
+    narrow = _header(bits=12, WindowCenter=100.0, WindowWidth=50.0)
+    wide = _header(bits=12, WindowCenter=100.0, WindowWidth=500.0)
+    assert (
+        to_output(dark, narrow, ImageSpec())[0, 1]
+        != to_output(np.array([[0, 50, 200]], np.uint16), wide, ImageSpec())[0, 1]
+    )
+    assert np.array_equal(to_output(dark, narrow, ImageSpec()), grey_transform(dark, narrow, ImageSpec()))
+    assert np.array_equal(to_output(dark, wide, ImageSpec()), grey_transform(dark, wide, ImageSpec()))
