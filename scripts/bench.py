@@ -241,7 +241,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         for variant, d in row["variants"].items():
             print(
-                f"{row['corpus']:<10} {variant:<20} {d['images_per_second']:8.1f} {d['ratio']:7.2f} "
+                f"{row['corpus']:<10} {variant:<20} {d['images_per_second']:10.1f} {d['ratio']:10.2f} "
                 f"{d['parent_rss_mb']:10.0f} {d['worker_rss_mb']:10.0f} {d['output_bytes'] / 1e6:10.1f}"
             )
 
