@@ -153,6 +153,27 @@ def _progress_bar(quiet: bool) -> Any:
     help="PNG compression level.",
 )
 @click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=200_000_000,
+    show_default=True,
+    help="Reject images whose header declares more pixels (rows x columns x frames), before decoding.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    help="Seconds one row may take; a row over it is rejected as 'timeout'.",
+)
+@click.option(
+    "--worker-memory",
+    type=click.IntRange(min=0),
+    default=8192,
+    show_default=True,
+    help="Address-space cap per worker process in MiB (0 = none); over it a row is 'out_of_memory'.",
+)
+@click.option(
     "--exact-decode",
     is_flag=True,
     help="Decode JPEG 2000 / HTJ2K at full resolution (default: the coarsest level >= the output size).",
@@ -233,6 +254,7 @@ def convert(**opts: Any) -> None:
                 window=parse_window(opts["window"]),
                 png_level=opts["png_level"],
                 exact_decode=opts["exact_decode"],
+                max_pixels=opts["max_pixels"],
             ),
             records_per_shard=opts["records_per_shard"],
             prefix=opts["prefix"],
@@ -242,6 +264,8 @@ def convert(**opts: Any) -> None:
             overwrite=opts["overwrite"],
             allow_outside_root=opts["allow_outside_root"],
             index=opts["write_index"],
+            timeout=opts["timeout"],
+            worker_memory=opts["worker_memory"] << 20,
             quiet=opts["quiet"],
         )
         result = run(config, progress=update)

@@ -11,6 +11,9 @@ from typing import Any, Literal
 ResizeMode = Literal["stretch", "letterbox", "crop"]
 WindowMode = Literal["auto", "none", "fixed"]
 
+#: Default limit on Rows x Columns x frames before anything is decoded.
+DEFAULT_MAX_PIXELS = 200_000_000
+
 #: Offset added to modality values in 16-bit records: png = round(modality value) + 32768,
 #: so the whole signed 16-bit range (CT Hounsfield units included) is stored losslessly.
 VALUE_OFFSET_16 = 32768
@@ -58,6 +61,7 @@ class ImageSpec:
     bits: int = 8
     window: Window = field(default_factory=Window)
     png_level: int = 3
+    max_pixels: int = DEFAULT_MAX_PIXELS
     #: False: JPEG 2000 / HTJ2K are decoded at the coarsest resolution level that is still at
     #: least the output size (much faster; see README). True: always full resolution.
     exact_decode: bool = False
@@ -93,6 +97,10 @@ class ConvertConfig:
     overwrite: bool = False
     allow_outside_root: bool = False
     index: bool = False
+    #: Per-row time limit in seconds; a row over it becomes a 'timeout' failure.
+    timeout: float = 300.0
+    #: Worker address-space cap in bytes (RLIMIT_AS); 0 = no cap.
+    worker_memory: int = 8 << 30
     chunk_size: int = 8
     quiet: bool = False
 
@@ -108,7 +116,7 @@ class ConvertConfig:
             data[key] = str(Path(data[key]).resolve())
         data["image"]["window"] = str(self.image.window)
         data["image"]["fallback_percentiles"] = list(self.image.fallback_percentiles)
-        for key in ("quiet", "workers", "overwrite", "chunk_size"):
+        for key in ("quiet", "workers", "overwrite", "chunk_size", "timeout", "worker_memory"):
             data.pop(key)
         return data
 
@@ -153,8 +161,16 @@ REASONS: dict[str, str] = {
     "not_dicom": "the file is not DICOM (no DICM preamble or header that pydicom can parse)",
     "no_pixel_data": "the dataset has no Pixel Data (e.g. a structured report)",
     "unsupported": "the image is DICOM but outside the pixel policy (e.g. multi-frame)",
+    "bad_header": "image attributes are missing or inconsistent (Rows, Columns, bits, samples)",
+    "too_large": "the declared image exceeds --max-pixels; nothing was decoded",
+    "truncated": "the file or its pixel data / codestream ends early",
+    "pixel_data_mismatch": "the pixel data is longer than the header declares (e.g. a frame too many)",
+    "header_mismatch": "the codestream's own dimensions disagree with the DICOM header",
     "decode_failed": "the pixel data could not be decoded",
     "pixel_error": "the pixel pipeline (LUT, window, resize, PNG) failed",
+    "out_of_memory": "decoding needed more memory than --worker-memory allows",
+    "worker_crashed": "the worker process died on this row (abort, segfault, killed)",
+    "timeout": "the row took longer than --timeout",
 }
 
 

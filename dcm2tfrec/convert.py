@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import multiprocessing
+import os
 import re
 import time
 from collections import Counter
@@ -13,11 +17,12 @@ from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from . import __version__
-from .config import REASONS, ConfigError, ConvertConfig, Failure, Interrupted
+from .config import REASONS, ConfigError, ConvertConfig, Failure, Interrupted, OutputError
 from .dicom import DECODING_PLUGINS
-from .labels import Row, read_labels
+from .labels import Labels, Row, read_labels
 from .manifest import (
     ERRORS_NAME,
     FORMAT,
@@ -38,8 +43,10 @@ from .shards import (
     ShardWriter,
     file_sha256,
 )
-from .worker import process_chunk
+from .worker import FAULTS_ENV, Task, process_chunk, run_isolated
 
+log = logging.getLogger(__name__)
+LOCK_NAME = ".dcm2tfrec.lock"
 _PREFIX = re.compile(r"[A-Za-z0-9_.]+")
 
 #: Called as ``progress(done, total)`` with the number of CSV rows accounted for so far.
@@ -95,23 +102,65 @@ def _ours(name: str) -> bool:
     )
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
-    """Create ``out``; refuse a non-empty one unless ``overwrite``, which removes only our files."""
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``overwrite`` (writes nothing)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
-    existing = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    existing = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) if out.exists() else []
     if existing and not overwrite:
         shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
         raise ConfigError(
             f"--out {out} is not empty ({shown}); pass --overwrite to replace a previous output"
         )
+
+
+def clear_output(out: Path) -> None:
+    """Remove what an earlier dcm2tfrec run wrote in ``out``; other files are left alone."""
+    try:
+        for path in out.iterdir():
+            if _ours(path.name):
+                path.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot clear --out {out}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold ``OUT/.dcm2tfrec.lock`` for the run; a second run on the same folder is refused."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for name in existing:
-            if _ours(name):
-                (out / name).unlink()
     except OSError as exc:
-        raise ConfigError(f"cannot prepare --out {out}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    lock = out / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = lock.read_text().strip() if lock.exists() else ""
+            if holder.isdigit() and _alive(int(holder)):
+                raise ConfigError(
+                    f"--out {out} is in use by another dcm2tfrec convert (pid {holder})"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+    else:
+        raise ConfigError(f"cannot lock --out {out}")
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def plan(rows: list[Row], shuffle: bool, seed: int, chunk_size: int) -> list[list[Row]]:
@@ -122,13 +171,37 @@ def plan(rows: list[Row], shuffle: bool, seed: int, chunk_size: int) -> list[lis
     return [rows[i : i + chunk_size] for i in range(0, len(rows), chunk_size)]
 
 
-def _results(config: ConvertConfig, chunks: list[list[Row]]) -> Iterator[list[Sample | Failure]]:
-    tasks = (
-        delayed(process_chunk)(chunk, config.images.resolve(), config.image, config.allow_outside_root)
-        for chunk in chunks
+def _task(config: ConvertConfig) -> Task:
+    return Task(
+        image_root=config.images.resolve(),
+        spec=config.image,
+        allow_outside_root=config.allow_outside_root,
+        memory_limit=config.worker_memory,
+        parent_pid=os.getpid(),
+        faults=os.environ.get(FAULTS_ENV, ""),
     )
-    parallel = Parallel(n_jobs=config.n_workers, return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)
-    yield from parallel(tasks)
+
+
+def _results(config: ConvertConfig, chunks: list[list[Row]]) -> Iterator[list[Sample | Failure]]:
+    """Chunk results in plan order. When a worker dies or a chunk overruns its time, the pool is
+    restarted and that chunk's rows are re-run one by one, each alone in a fresh process."""
+    task, done = _task(config), 0
+    while done < len(chunks):
+        parallel = Parallel(
+            n_jobs=config.n_workers,
+            return_as="generator",
+            pre_dispatch="2*n_jobs",
+            batch_size=1,
+            timeout=config.timeout * config.chunk_size if config.n_workers > 1 else None,
+        )
+        try:
+            for result in parallel(delayed(process_chunk)(chunk, task) for chunk in chunks[done:]):
+                yield result
+                done += 1
+        except (TerminatedWorkerError, multiprocessing.TimeoutError) as exc:
+            log.warning("chunk %d failed (%s); re-running its rows one at a time", done, type(exc).__name__)
+            yield [run_isolated(row, task, config.timeout) for row in chunks[done]]
+            done += 1
 
 
 def _manifest(
@@ -198,7 +271,13 @@ def convert(config: ConvertConfig, progress: Progress | None = None) -> ConvertR
     """
     validate(config)
     labels = read_labels(config.labels, config.columns)
-    prepare_output(config.out, config.overwrite)
+    check_output(config.out, config.overwrite)
+    with output_lock(config.out):
+        return _convert(config, labels, progress)
+
+
+def _convert(config: ConvertConfig, labels: Labels, progress: Progress | None) -> ConvertResult:
+    clear_output(config.out)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     failures = list(labels.failures)
     rows = len(labels.rows) + len(labels.failures)
@@ -229,4 +308,4 @@ def convert(config: ConvertConfig, progress: Progress | None = None) -> ConvertR
     )
 
 
-__all__ = ["REASONS", "ConvertResult", "convert", "plan", "prepare_output", "validate"]
+__all__ = ["REASONS", "ConvertResult", "check_output", "convert", "plan", "validate"]

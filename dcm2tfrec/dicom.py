@@ -7,12 +7,16 @@ happen to be installed. Everything here is TensorFlow-free and safe to run in a 
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import math
 import os
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pydicom
 from pydicom import uid
@@ -20,9 +24,11 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import pixel_array
+from pydicom.pixels.utils import get_expected_length
 
-from .config import ImageSpec
+from .config import DEFAULT_MAX_PIXELS, ImageSpec
 from .image import scaled_size
+from .pixels import stored_range
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,34 @@ MULTI_RESOLUTION = frozenset(
     {uid.JPEG2000Lossless, uid.JPEG2000, uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.HTJ2K}
 )
 _J2K_COD, _J2K_SOT = b"\xff\x52", b"\xff\x90"
+_JPEG_FAMILY = frozenset(
+    {
+        uid.JPEGBaseline8Bit,
+        uid.JPEGExtended12Bit,
+        uid.JPEGLossless,
+        uid.JPEGLosslessSV1,
+        uid.JPEGLSLossless,
+        uid.JPEGLSNearLossless,
+    }
+)
+#: Start-of-frame markers (JPEG SOF0-15 but DHT/JPG/DAC, and JPEG-LS SOF55).
+_SOF_MARKERS = frozenset({*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7})
+_SAMPLES = {
+    "MONOCHROME1": 1,
+    "MONOCHROME2": 1,
+    "PALETTE COLOR": 1,
+    "RGB": 3,
+    "YBR_FULL": 3,
+    "YBR_FULL_422": 3,
+    "YBR_PARTIAL_420": 3,
+    "YBR_ICT": 3,
+    "YBR_RCT": 3,
+}
+_ENCODINGS = {  # (implicit VR, little endian) -> transfer syntax, for files without one
+    (True, True): uid.ImplicitVRLittleEndian,
+    (False, True): uid.ExplicitVRLittleEndian,
+    (False, False): uid.ExplicitVRBigEndian,
+}
 
 
 class DicomError(Exception):
@@ -86,33 +120,188 @@ def resolve_path(image_root: Path, rel: str, allow_outside_root: bool) -> Path:
     return full
 
 
-def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:
-    """Read ``path`` and decode its single frame (see :func:`decode_pixels`)."""
+def _read_dataset(path: Path) -> Dataset:
+    """dcmread; a file without preamble is accepted only if it parses to an image dataset."""
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError as exc:
-        raise DicomError("not_dicom", f"not a DICOM file: {exc}") from None
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception:
+            raise DicomError("not_dicom", f"not a DICOM file: {exc}") from None
+        if "PixelData" not in ds or "Rows" not in ds:
+            raise DicomError("not_dicom", f"not a DICOM file: {exc}") from None
     except (OSError, EOFError) as exc:
-        raise DicomError("not_dicom", f"cannot read DICOM header: {exc}") from None
+        raise DicomError("truncated", f"the DICOM header ends early: {exc}") from None
     except Exception as exc:
-        raise DicomError("not_dicom", f"cannot parse DICOM header: {type(exc).__name__}: {exc}") from None
-    if "PixelData" not in ds:
-        raise DicomError("no_pixel_data", f"no Pixel Data element (SOP class {ds.get('SOPClassUID', '?')})")
-    tsyntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", uid.ImplicitVRLittleEndian))
-    if tsyntax not in DECODING_PLUGINS:
-        name = uid.UID(tsyntax).name
-        raise DicomError("unsupported", f"transfer syntax {name} ({tsyntax}) has no pinned decoder")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+        raise DicomError("not_dicom", f"cannot parse the DICOM header: {type(exc).__name__}: {exc}") from None
+    if "TransferSyntaxUID" not in ds.file_meta:
+        encoding = _ENCODINGS.get(tuple(ds.original_encoding))  # type: ignore[arg-type]
+        if encoding is None or ("PixelData" in ds and ds["PixelData"].is_undefined_length):
+            raise DicomError("bad_header", "no Transfer Syntax UID, and the encoding cannot be inferred")
+        ds.file_meta.TransferSyntaxUID = encoding
+    return ds
+
+
+def check_header(ds: Dataset, max_pixels: int) -> tuple[int, int, int]:
+    """Validate the image attributes before decoding; return (rows, columns, frames)."""
+    try:
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        bits, samples = int(ds.get("BitsAllocated") or 0), int(ds.get("SamplesPerPixel") or 1)
+        stored = int(ds.get("BitsStored") or bits)
+    except (TypeError, ValueError) as exc:
+        raise DicomError("bad_header", f"unreadable image attributes: {exc}") from None
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if rows < 1 or cols < 1:
+        raise DicomError("bad_header", f"Rows={rows}, Columns={cols}: the image has no size")
+    if bits not in (1, 8, 16, 32) or not 1 <= stored <= bits:
+        raise DicomError("bad_header", f"BitsAllocated={bits}, BitsStored={stored} are not a valid pair")
+    if photometric not in _SAMPLES:
+        raise DicomError("unsupported", f"PhotometricInterpretation {photometric!r} is not supported")
+    if _SAMPLES[photometric] != samples:
+        raise DicomError("bad_header", f"SamplesPerPixel={samples} contradicts {photometric}")
+    if rows * cols * frames > max_pixels:
+        raise DicomError(
+            "too_large", f"{rows} x {cols} x {frames} frame(s) exceeds --max-pixels {max_pixels}; not decoded"
+        )
     if frames != 1:
         raise DicomError(
             "unsupported", f"multi-frame image ({frames} frames); only single frames are converted"
         )
+    return rows, cols, frames
+
+
+def check_pixel_data(ds: Dataset, tsyntax: str, rows: int, cols: int) -> None:
+    """Compare the pixel data with the header: native length, or the codestream's own header."""
+    element = ds["PixelData"]
+    if not element.is_undefined_length:
+        expected, actual = int(get_expected_length(ds, unit="bytes")), len(ds.PixelData)
+        if actual < expected:
+            raise DicomError("truncated", f"pixel data has {actual} bytes, the header needs {expected}")
+        if actual > expected + 1:
+            raise DicomError(
+                "pixel_data_mismatch",
+                f"pixel data has {actual} bytes, the header declares {expected} "
+                f"({actual / expected:.2f} frames' worth with NumberOfFrames 1)",
+            )
+        return
     try:
-        pixels = decode_pixels(ds, spec)
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
     except Exception as exc:
-        raise DicomError("decode_failed", f"{uid.UID(tsyntax).name}: {type(exc).__name__}: {exc}") from None
+        raise DicomError(
+            "truncated", f"encapsulated pixel data is damaged: {type(exc).__name__}: {exc}"
+        ) from None
+    size = codestream_size(frame, tsyntax)
+    if size is not None and size != (rows, cols):
+        raise DicomError(
+            "header_mismatch", f"codestream is {size[0]} x {size[1]}, the header says {rows} x {cols}"
+        )
+    if tsyntax in _JPEG_FAMILY or tsyntax in MULTI_RESOLUTION:
+        if not frame.rstrip(b"\x00\xff").endswith(b"\xff\xd9"):  # pad bytes may follow EOI/EOC
+            raise DicomError("truncated", "the codestream has no end marker (EOI/EOC)")
+    elif tsyntax == uid.RLELossless:
+        _check_rle(frame, ds)
+
+
+def codestream_size(frame: bytes, tsyntax: str) -> tuple[int, int] | None:
+    """(rows, columns) from a JPEG / JPEG-LS SOF or a J2K SIZ marker; None when not found."""
+    if tsyntax in MULTI_RESOLUTION and frame[:4] == b"\xff\x4f\xff\x51" and len(frame) >= 24:
+        xsiz, ysiz, xosiz, yosiz = struct.unpack(">IIII", frame[8:24])
+        return ysiz - yosiz, xsiz - xosiz
+    if tsyntax in _JPEG_FAMILY and frame[:2] == b"\xff\xd8":
+        pos = 2
+        while pos + 9 <= len(frame):
+            if frame[pos] != 0xFF:
+                return None
+            marker = frame[pos + 1]
+            if marker == 0xFF:
+                pos += 1
+                continue
+            if marker in _SOF_MARKERS:
+                height, width = struct.unpack(">HH", frame[pos + 5 : pos + 9])
+                return height, width
+            pos += 2 + struct.unpack(">H", frame[pos + 2 : pos + 4])[0]
+    return None
+
+
+def _check_rle(frame: bytes, ds: Dataset) -> None:
+    if len(frame) < 64:
+        raise DicomError("truncated", "RLE frame shorter than its 64-byte header")
+    header = struct.unpack("<16I", frame[:64])
+    segments, offsets = header[0], [o for o in header[1 : 1 + header[0]]]
+    expected = int(ds.get("SamplesPerPixel") or 1) * int(ds.BitsAllocated) // 8
+    if segments != expected or not offsets or offsets[0] != 64:
+        raise DicomError("decode_failed", f"RLE header declares {segments} segment(s), {expected} expected")
+    if any(b <= a for a, b in itertools.pairwise(offsets)) or offsets[-1] >= len(frame):
+        raise DicomError("truncated", "RLE segment offsets run past the end of the frame")
+
+
+def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:
+    """Read ``path``, check header and pixel data, and decode its single frame.
+
+    Warnings that pydicom or a decoder raise while reading or decoding are treated as damage.
+    """
+    max_pixels = spec.max_pixels if spec is not None else DEFAULT_MAX_PIXELS
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = _read_dataset(path)
+        ended_early = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
+        if ended_early:
+            raise DicomError("truncated", ended_early[0])
+        if "PixelData" not in ds:
+            if _meta_cut_short(path):
+                raise DicomError("truncated", "the file ends inside its File Meta Information")
+            if "SOPClassUID" not in ds:
+                raise DicomError("not_dicom", "no Pixel Data and no SOP Class UID: not a DICOM image")
+            raise DicomError("no_pixel_data", f"no Pixel Data element (SOP class {ds.SOPClassUID})")
+        tsyntax = str(ds.file_meta.TransferSyntaxUID)
+        if tsyntax not in DECODING_PLUGINS:
+            name = uid.UID(tsyntax).name
+            raise DicomError("unsupported", f"transfer syntax {name} ({tsyntax}) has no pinned decoder")
+        rows, cols, _ = check_header(ds, max_pixels)
+        check_pixel_data(ds, tsyntax, rows, cols)
+        try:
+            pixels = decode_pixels(ds, spec)
+        except Exception as exc:
+            raise DicomError(
+                "decode_failed", f"{uid.UID(tsyntax).name}: {type(exc).__name__}: {exc}"
+            ) from None
+    damage = [str(w.message) for w in caught if _is_damage(str(w.message))]
+    if damage:
+        raise DicomError("decode_failed", f"the reader reported damage: {damage[0]}")
+    if pixels.shape[:2] != (rows, cols) and not _is_reduction(pixels.shape[:2], rows, cols):
+        raise DicomError("header_mismatch", f"decoded {pixels.shape}, the header says {rows} x {cols}")
     del ds.PixelData
     return DicomImage(pixels=pixels, header=ds, transfer_syntax=tsyntax)
+
+
+_DAMAGE_WORDS = ("end of file", "truncat", "delimiter", "excess", "corrupt", "premature")
+
+
+def _meta_cut_short(path: Path) -> bool:
+    """Whether a file with the DICM prefix ends before its File Meta group is complete."""
+    with open(path, "rb") as handle:
+        head = handle.read(144)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return False
+    if len(head) < 144:
+        return True
+    if head[132:136] != b"\x02\x00\x00\x00":
+        return False
+    group_length = struct.unpack("<I", head[140:144])[0]
+    return 144 + group_length > path.stat().st_size
+
+
+def _is_reduction(shape: tuple[int, ...], rows: int, cols: int) -> bool:
+    """Whether ``shape`` is ``rows`` x ``cols`` at some lower JPEG 2000 resolution level."""
+    return any(shape == (math.ceil(rows / 2**r), math.ceil(cols / 2**r)) for r in range(1, 33))
+
+
+def _is_damage(message: str) -> bool:
+    """Whether a warning raised while reading or decoding signals damaged data."""
+    low = message.lower()
+    return any(word in low for word in _DAMAGE_WORDS)
 
 
 def decode_pixels(ds: Dataset, spec: ImageSpec | None = None) -> np.ndarray:
@@ -131,7 +320,22 @@ def decode_pixels(ds: Dataset, spec: ImageSpec | None = None) -> np.ndarray:
             reduced = None
         if reduced is not None:
             return reduced
+    if not ds["PixelData"].is_undefined_length:
+        return _decode_native(ds)
     return pixel_array(ds, decoding_plugin=DECODING_PLUGINS.get(tsyntax, ""))
+
+
+def _decode_native(ds: Dataset) -> np.ndarray:
+    """Native pixel data as a zero-copy view; pydicom's unused-bit correction (a full copy and
+    two shifts) runs only when a value actually lies outside what BitsStored allows."""
+    pixels = pixel_array(ds, view_only=True, correct_unused_bits=False)
+    bits_stored = int(ds.get("BitsStored") or 0)
+    if pixels.ndim == 2 and pixels.dtype.kind in "iu" and bits_stored < 8 * pixels.dtype.itemsize:
+        lo, hi = stored_range(ds)
+        low, high, _, _ = cv2.minMaxLoc(pixels)
+        if low < lo or high > hi:
+            return pixel_array(ds)
+    return pixels
 
 
 def _decomposition_levels(codestream: bytes) -> int:

@@ -1,4 +1,4 @@
-"""Geometry and encoding: resize (stretch, letterbox, crop), channels, PNG bytes."""
+"""Geometry and encoding: resize (stretch, letterbox, crop) as scale then place, channels, PNG."""
 
 from __future__ import annotations
 
@@ -32,24 +32,33 @@ def scaled_size(width: int, height: int, spec: ImageSpec) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def resize(img: np.ndarray, spec: ImageSpec) -> np.ndarray:
-    """Resize to ``spec.width`` x ``spec.height`` with ``spec.resize``.
+_CV_DTYPES = frozenset({np.dtype(t) for t in ("uint8", "uint16", "int16", "float32", "float64")})
 
-    stretch: ignore the aspect ratio. letterbox: fit inside and pad with zeros, centred.
-    crop: fill the target and cut the overflow, centred.
+
+def scale(img: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """Resize to the size ``spec`` scales this image to, before any padding or cropping."""
+    h, w = img.shape[:2]
+    if img.dtype not in _CV_DTYPES:
+        img = img.astype(np.float64)
+    return _resize_to(img, *scaled_size(w, h, spec))
+
+
+def place(img: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """A scaled image -> exactly ``spec.width`` x ``spec.height`` with ``spec.channels``.
+
+    letterbox pads with zeros (black), centred; crop cuts the centre; colour is reduced to grey
+    or grey replicated as ``spec.channels`` asks.
     """
     h, w = img.shape[:2]
-    new_w, new_h = scaled_size(w, h, spec)
-    scaled = _resize_to(img, new_w, new_h)
-    if spec.resize == "stretch":
-        return scaled
     if spec.resize == "crop":
-        x, y = (new_w - spec.width) // 2, (new_h - spec.height) // 2
-        return np.ascontiguousarray(scaled[y : y + spec.height, x : x + spec.width])
-    canvas = np.zeros((spec.height, spec.width, *img.shape[2:]), dtype=img.dtype)
-    x, y = (spec.width - new_w) // 2, (spec.height - new_h) // 2
-    canvas[y : y + new_h, x : x + new_w] = scaled
-    return canvas
+        x, y = (w - spec.width) // 2, (h - spec.height) // 2
+        img = img[y : y + spec.height, x : x + spec.width]
+    elif (w, h) != (spec.width, spec.height):
+        canvas = np.zeros((spec.height, spec.width, *img.shape[2:]), dtype=img.dtype)
+        x, y = (spec.width - w) // 2, (spec.height - h) // 2
+        canvas[y : y + h, x : x + w] = img
+        img = canvas
+    return np.ascontiguousarray(to_channels(img, spec.channels))
 
 
 def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
@@ -71,15 +80,3 @@ def encode_png(img: np.ndarray, level: int) -> bytes:
     if not ok:
         raise ValueError(f"PNG encoding failed for a {img.shape} {img.dtype} image")
     return buf.tobytes()
-
-
-def render(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
-    """Output intensities -> the final (H, W, channels) array: channels and resize.
-
-    Colour is reduced to grey before resizing and grey is replicated after, so that the
-    resize always runs on the fewest channels.
-    """
-    if pixels.ndim == 3 and spec.channels == 1:
-        pixels = to_channels(pixels, 1)
-    out = resize(pixels, spec)
-    return to_channels(out, spec.channels)

@@ -74,7 +74,10 @@ def _read_records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
                 if fields:
                     records.append((start, fields))
         except csv.Error as exc:
-            raise ConfigError(f"labels CSV {path}, line {reader.line_num}: {exc}") from None
+            where = (
+                f"the record starting on line {end + 1}" if reader.line_num > end + 1 else f"line {end + 1}"
+            )
+            raise ConfigError(f"labels CSV {path}, {where}: {exc} (an unterminated quote?)") from None
         except UnicodeDecodeError as exc:
             raise ConfigError(
                 f"labels CSV {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"

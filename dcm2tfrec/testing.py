@@ -241,3 +241,150 @@ def make_demo(root: Path, count: int = 24) -> Path:
         writer.writerow(["image_id", "patient_id", "path", "target"])
         writer.writerows(rows)
     return labels
+
+
+def _patched(src: Path, dst: Path, **changes: Any) -> Path:
+    """Copy a DICOM file with header elements changed (None deletes one)."""
+    import pydicom
+
+    ds = pydicom.dcmread(src)
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(dst, enforce_file_format=False)
+    return dst
+
+
+def _nested(depth: int) -> DicomSequence:
+    item = Dataset()
+    item.CodeValue = "X"
+    for _ in range(depth):
+        outer = Dataset()
+        outer.ContentSequence = DicomSequence([item])
+        item = outer
+    return DicomSequence([item])
+
+
+def make_hostile(root: Path, outside: Path) -> dict[str, tuple[str, str | None]]:
+    """Write hostile inputs under ``root`` (and one file in ``outside``, a sibling folder).
+
+    Returns ``{image_id: (csv path, expected reason, or None when it must convert)}``.
+    """
+    import os
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    pixels = anatomy(64, 64, 100, 4000, np.uint16)
+    good = write_dicom(root / "good.dcm", pixels, bits_stored=12)
+    data = good.read_bytes()
+    j2k = write_dicom(root / "good_j2k.dcm", pixels, bits_stored=12, transfer_syntax="j2k").read_bytes()
+    cases: dict[str, tuple[str, str | None]] = {
+        "good": ("good.dcm", None),
+        "good_j2k": ("good_j2k.dcm", None),
+    }
+
+    def raw(name: str, content: bytes, reason: str | None) -> None:
+        (root / name).write_bytes(content)
+        cases[name.removesuffix(".dcm")] = (name, reason)
+
+    raw("zero.dcm", b"", "not_dicom")
+    raw("random.dcm", rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(), "not_dicom")
+    raw(
+        "dicm_garbage.dcm",
+        b"\0" * 128 + b"DICM" + rng.integers(0, 256, 3000, dtype=np.uint8).tobytes(),
+        "not_dicom",
+    )
+    raw("text.dcm", b"patient,notes\nthis is a CSV, not an image\n" * 20, "not_dicom")
+    import cv2
+
+    raw("png.dcm", cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes(), "not_dicom")
+    meta_end = 132 + 12 + int.from_bytes(data[140:144], "little")
+    raw("no_preamble_meta.dcm", data[132:], None)
+    raw("no_preamble_no_meta.dcm", data[meta_end:], None)
+    raw("truncated_header.dcm", data[:200], "truncated")
+    pixel_tag = data.rfind(b"\xe0\x7f\x10\x00")
+    raw("truncated_mid_pixels.dcm", data[:-2000], "truncated")
+    raw("truncated_mid_j2k.dcm", j2k[: len(j2k) - 600], "truncated")
+    # A length past the end of the file on the last element: pydicom reads what is there, which
+    # here is exactly the pixel data, so the image converts intact.
+    raw("huge_length.dcm", data[: pixel_tag + 8] + b"\xf0\xff\xff\xff" + data[pixel_tag + 12 :], None)
+    siz = j2k.find(b"\xff\x4f\xff\x51")
+    bad_siz = bytearray(j2k)
+    bad_siz[siz + 8 : siz + 12] = (4096).to_bytes(4, "big")
+    raw("bad_j2k_header.dcm", bytes(bad_siz), "header_mismatch")
+
+    def patched(name: str, reason: str | None, src: Path = good, **changes: Any) -> None:
+        _patched(src, root / f"{name}.dcm", **changes)
+        cases[name] = (f"{name}.dcm", reason)
+
+    sr = root / "sr.dcm"
+    patched("sr", "no_pixel_data", PixelData=None)
+    del sr
+    patched("rows0", "bad_header", Rows=0)
+    patched("no_rows", "bad_header", Rows=None)
+    patched("bits12", "bad_header", BitsAllocated=12)
+    patched("rgb_as_mono", "bad_header", SamplesPerPixel=3)
+    patched("multiframe", "unsupported", NumberOfFrames=2, PixelData=pixels.tobytes() * 2)
+    patched("short_pixels", "truncated", PixelData=pixels.tobytes()[:-64])
+    patched("long_pixels", "pixel_data_mismatch", PixelData=pixels.tobytes() + b"\0" * 64)
+    patched("second_frame", "pixel_data_mismatch", PixelData=pixels.tobytes() * 2)
+    patched("huge_native", "too_large", Rows=60000, Columns=60000)
+    patched("huge_j2k", "too_large", src=root / "good_j2k.dcm", Rows=60000, Columns=60000)
+    patched("j2k_disagrees", "header_mismatch", src=root / "good_j2k.dcm", Rows=128, Columns=128)
+    patched("nested", None, ContentSequence=_nested(60))
+    patched("no_tsyntax_meta", None)
+    import pydicom
+
+    ds = pydicom.dcmread(root / "no_tsyntax_meta.dcm")
+    del ds.file_meta.TransferSyntaxUID
+    ds.save_as(root / "no_tsyntax_meta.dcm", enforce_file_format=False)
+    for name, tsyntax in (("video_ts", "1.2.840.10008.1.2.4.100"), ("unknown_ts", "1.2.3.4.5")):
+        ds = pydicom.dcmread(good)
+        ds.file_meta.TransferSyntaxUID = uid.UID(tsyntax)
+        ds.PixelData = encapsulate([bytes(64)])
+        ds["PixelData"].VR = "OB"
+        ds.save_as(root / f"{name}.dcm", enforce_file_format=False, implicit_vr=False, little_endian=True)
+        cases[name] = (f"{name}.dcm", "unsupported")
+    rle = write_dicom(root / "rle.dcm", pixels, bits_stored=12, transfer_syntax="rle")
+    rle_data = bytearray(rle.read_bytes())
+    rle_start = rle_data.find(b"\x02\x00\x00\x00\x40\x00\x00\x00")
+    rle_data[rle_start] = 5
+    raw("bad_rle.dcm", bytes(rle_data), "decode_failed")
+    (root / "rle.dcm").unlink()
+    deflated = write_dicom(
+        root / "deflate.dcm", pixels, bits_stored=12, transfer_syntax="deflate"
+    ).read_bytes()
+    (root / "deflate.dcm").unlink()
+    raw("bad_deflate.dcm", deflated[:-300] + bytes(300), "not_dicom")
+
+    for name, image in (
+        ("colour", np.dstack([pixels >> 4] * 3).astype(np.uint8)),
+        ("constant", np.full((32, 32), 900, np.uint16)),
+        ("tiny_1x1", np.full((1, 1), 7, np.uint16)),
+        ("wide_1x4096", np.arange(4096, dtype=np.uint16)[np.newaxis]),
+    ):
+        write_dicom(root / f"{name}.dcm", image, photometric="RGB" if image.ndim == 3 else "MONOCHROME2")
+        cases[name] = (f"{name}.dcm", None)
+    for name in ("with space.dcm", "with,comma.dcm", "ünïcødé 画像.dcm"):
+        write_dicom(root / name, pixels, bits_stored=12)
+        cases[name] = (name, None)
+    outside.mkdir(parents=True, exist_ok=True)
+    write_dicom(outside / "outside.dcm", pixels, bits_stored=12)
+    os.symlink(outside / "outside.dcm", root / "link_out.dcm")
+    os.symlink(root / "nowhere.dcm", root / "dangling.dcm")
+    os.symlink(root / "loop_b.dcm", root / "loop_a.dcm")
+    os.symlink(root / "loop_a.dcm", root / "loop_b.dcm")
+    cases.update(
+        {
+            "missing": ("missing.dcm", "file_missing"),
+            "dangling": ("dangling.dcm", "file_missing"),
+            "loop": ("loop_a.dcm", "file_missing"),
+            "link_out": ("link_out.dcm", "outside_root"),
+            "escape": (f"../{outside.name}/outside.dcm", "outside_root"),
+            "absolute": (str(outside / "outside.dcm"), "outside_root"),
+            "folder": (".", "not_a_file"),
+        }
+    )
+    return cases

@@ -1,47 +1,146 @@
 """The worker: one CSV row -> a serialized record (Sample) or a Failure. Never raises for a row.
 
-Runs in joblib worker processes; imports nothing from TensorFlow.
+Runs in joblib worker processes; imports nothing from TensorFlow. A row that kills or hangs its
+worker is re-run alone in a fresh process (:func:`run_isolated`), so it costs only itself.
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
+import multiprocessing
+import os
+import resource
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
 
 from .config import Failure, ImageSpec
 from .dicom import DicomError, read_dicom, resolve_path
-from .image import encode_png, render
+from .image import encode_png, place, scale
 from .labels import Row
 from .pixels import to_output
 from .records import Sample, make_record
 
+#: Tests set this to a JSON object {image_id: action} to make a worker misbehave on purpose;
+#: the parent reads it when a run starts and hands it to the workers in the Task.
+FAULTS_ENV = "DCM2TFREC_TEST_FAULTS"
+_limited_pid = 0
 
-def process_row(
-    row: Row, image_root: Path, spec: ImageSpec, allow_outside_root: bool = False
-) -> Sample | Failure:
+
+@dataclass(frozen=True)
+class Task:
+    """What every row of a run shares: the image root, the pixel spec and the worker limits."""
+
+    image_root: Path
+    spec: ImageSpec
+    allow_outside_root: bool = False
+    memory_limit: int = 0
+    parent_pid: int = 0
+    faults: str = ""
+
+
+def _inject_fault(faults: str, image_id: str) -> None:
+    action = json.loads(faults).get(image_id)
+    if action == "abort":
+        os.abort()
+    elif action == "segfault":
+        ctypes.string_at(0)
+    elif action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "hang":
+        time.sleep(3600)
+    elif action == "memory":
+        bytearray(1 << 40)
+
+
+def _limit_memory(task: Task) -> None:
+    """Cap this worker's address space once (never the parent's, when rows run in-process)."""
+    global _limited_pid
+    pid = os.getpid()
+    if task.memory_limit and pid != task.parent_pid and _limited_pid != pid:
+        resource.setrlimit(resource.RLIMIT_AS, (task.memory_limit, task.memory_limit))
+        _limited_pid = pid
+
+
+def render(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
+    """Decoded stored values -> the final (H, W, channels) image.
+
+    The image is resized first and the intensity pipeline (a per-pixel lookup table) then runs
+    on the small image: INTER_AREA averages stored, i.e. linear modality, values, and the
+    window applies to what is shown. Palette indices are not intensities, so palette colour
+    goes through its colour LUT first. Padding comes last, so letterbox bars are black.
+    """
+    if header.get("PhotometricInterpretation") == "PALETTE COLOR":
+        return place(scale(to_output(pixels, header, spec), spec), spec)
+    return place(to_output(scale(pixels, spec), header, spec), spec)
+
+
+def process_row(row: Row, task: Task) -> Sample | Failure:
     """Read, decode, transform, resize and encode one row's image into a record."""
+    spec = task.spec
     try:
-        path = resolve_path(image_root, row.path, allow_outside_root)
+        if task.faults:
+            _inject_fault(task.faults, row.image_id)
+        path = resolve_path(task.image_root, row.path, task.allow_outside_root)
         dicom = read_dicom(path, spec)
+        out = render(dicom.pixels, dicom.header, spec)
+        png = encode_png(out, spec.png_level)
     except DicomError as exc:
         return Failure(row.line, row.image_id, row.path, exc.reason, str(exc))
+    except MemoryError:
+        limit = f" (--worker-memory {task.memory_limit >> 20} MiB)" if task.memory_limit else ""
+        return Failure(
+            row.line, row.image_id, row.path, "out_of_memory", f"the worker ran out of memory{limit}"
+        )
     except OSError as exc:
         return Failure(row.line, row.image_id, row.path, "file_missing", f"{exc.strerror or exc}")
-    try:
-        out = render(to_output(dicom.pixels, dicom.header, spec), spec)
-        png = encode_png(out, spec.png_level)
     except Exception as exc:
         return Failure(row.line, row.image_id, row.path, "pixel_error", f"{type(exc).__name__}: {exc}")
     height, width, channels = out.shape
-    return Sample(
-        row.line,
-        row.image_id,
-        row.target,
-        make_record(png, row.target, row.image_id, height, width, channels),
-    )
+    payload = make_record(png, row.target, row.image_id, height, width, channels)
+    return Sample(row.line, row.image_id, row.target, payload)
 
 
-def process_chunk(
-    rows: list[Row], image_root: Path, spec: ImageSpec, allow_outside_root: bool = False
-) -> list[Sample | Failure]:
+def process_chunk(rows: list[Row], task: Task) -> list[Sample | Failure]:
     """Process a chunk of rows in order (one joblib task)."""
-    return [process_row(row, image_root, spec, allow_outside_root) for row in rows]
+    _limit_memory(task)
+    return [process_row(row, task) for row in rows]
+
+
+def _child(conn: Connection, row: Row, task: Task) -> None:
+    conn.send(process_chunk([row], task)[0])
+    conn.close()
+
+
+def run_isolated(row: Row, task: Task, timeout: float) -> Sample | Failure:
+    """Run one row in a fresh process; a crash or a hang becomes that row's Failure."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, row, task), daemon=True)
+    proc.start()
+    send.close()
+    result: Sample | Failure | None = None
+    timed_out = not receive.poll(timeout)
+    if not timed_out:
+        try:
+            result = receive.recv()
+        except EOFError:
+            result = None
+    proc.kill()
+    proc.join()
+    receive.close()
+    if result is not None:
+        return result
+    if timed_out:
+        return Failure(
+            row.line, row.image_id, row.path, "timeout", f"no result within --timeout {timeout:g} s"
+        )
+    code = proc.exitcode or 0
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    return Failure(row.line, row.image_id, row.path, "worker_crashed", f"the worker process died ({how})")

@@ -249,16 +249,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def profile(workdir: Path, scale: float, limit: int = 40) -> dict[str, dict[str, float]]:
     """Milliseconds per image for each stage of the worker, in this process, one core."""
     import pydicom
-    from pydicom.pixels import pixel_array
 
     from dcm2tfrec.config import ImageSpec
     from dcm2tfrec.dicom import decode_pixels
-    from dcm2tfrec.image import encode_png, render
+    from dcm2tfrec.image import encode_png, place, scale
     from dcm2tfrec.pixels import to_output
     from dcm2tfrec.records import make_record
     from dcm2tfrec.shards import frame
 
-    del pixel_array
     stages: dict[str, dict[str, float]] = {}
     for corpus in CORPORA:
         if corpus.transfer_syntax not in ("explicit_le", "j2k"):
@@ -267,22 +265,25 @@ def profile(workdir: Path, scale: float, limit: int = 40) -> dict[str, dict[str,
         with open(labels) as handle:
             paths = [images / row["path"] for row in csv.DictReader(handle)][:limit]
         spec = ImageSpec(width=corpus.size, height=corpus.size)
-        totals = dict.fromkeys(("read", "decode", "pixels", "resize", "png", "record"), 0.0)
+        totals = dict.fromkeys(("read", "decode", "resize", "pixels", "place", "png", "record"), 0.0)
         for path in paths:
             t0 = time.perf_counter()
             ds = pydicom.dcmread(path)
             t1 = time.perf_counter()
             pixels = decode_pixels(ds, spec)
             t2 = time.perf_counter()
-            out = to_output(pixels, ds, spec)
+            small = scale(pixels, spec)
             t3 = time.perf_counter()
-            img = render(out, spec)
+            out = to_output(small, ds, spec)
             t4 = time.perf_counter()
-            png = encode_png(img, spec.png_level)
+            img = place(out, spec)
             t5 = time.perf_counter()
-            frame(make_record(png, 0, "id", *img.shape))
+            png = encode_png(img, spec.png_level)
             t6 = time.perf_counter()
-            for key, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
+            frame(make_record(png, 0, "id", *img.shape))
+            t7 = time.perf_counter()
+            steps = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6)
+            for key, dt in zip(totals, steps, strict=True):
                 totals[key] += dt
         stages[corpus.name] = {k: 1000 * v / len(paths) for k, v in totals.items()}
     print("\nper-stage cost, ms per image on one core")
@@ -303,8 +304,7 @@ def fidelity(workdir: Path, scale: float, limit: int = 12) -> dict[str, float]:
 
     from dcm2tfrec.config import ImageSpec
     from dcm2tfrec.dicom import decode_pixels
-    from dcm2tfrec.image import render
-    from dcm2tfrec.pixels import to_output
+    from dcm2tfrec.worker import render
 
     result = {}
     for corpus in CORPORA:
@@ -319,7 +319,7 @@ def fidelity(workdir: Path, scale: float, limit: int = 12) -> dict[str, float]:
             outs = []
             for exact in (True, False):
                 spec = ImageSpec(width=corpus.size, height=corpus.size, exact_decode=exact)
-                outs.append(render(to_output(decode_pixels(ds, spec), ds, spec), spec))
+                outs.append(render(decode_pixels(ds, spec), ds, spec))
             values.append(psnr(*outs))
         result[corpus.name] = min(values)
         print(

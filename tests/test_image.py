@@ -5,11 +5,19 @@ import numpy as np
 import pytest
 
 from dcm2tfrec.config import ImageSpec
-from dcm2tfrec.image import encode_png, render, resize
+from dcm2tfrec.image import encode_png, place, scale
 
 
 def _spec(**kw: object) -> ImageSpec:
     return ImageSpec(**kw)  # type: ignore[arg-type]
+
+
+def resize(img: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    return place(scale(img, spec), spec)[:, :, 0]
+
+
+def render(img: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    return place(scale(img, spec), spec)
 
 
 @pytest.mark.parametrize("mode", ["stretch", "letterbox", "crop"])
