@@ -148,9 +148,9 @@ def _progress_bar(quiet: bool) -> Any:
 @click.option(
     "--png-level",
     type=click.IntRange(0, 9),
-    default=3,
+    default=1,
     show_default=True,
-    help="PNG compression level.",
+    help="PNG compression level (1: fast; higher levels are slower for a few percent smaller files).",
 )
 @click.option(
     "--max-pixels",

@@ -60,7 +60,7 @@ class ImageSpec:
     channels: int = 1
     bits: int = 8
     window: Window = field(default_factory=Window)
-    png_level: int = 3
+    png_level: int = 1
     max_pixels: int = DEFAULT_MAX_PIXELS
     #: False: JPEG 2000 / HTJ2K are decoded at the coarsest resolution level that is still at
     #: least the output size (much faster; see README). True: always full resolution.
