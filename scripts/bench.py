@@ -167,35 +167,10 @@ def _dir_bytes(path: Path) -> int:
 
 
 def tools(labels: Path, images: Path, out: Path, size: int) -> dict[str, list[str]]:
-    ours = [
-        sys.executable,
-        "-m",
-        "dcm2tfrec",
-        "convert",
-        "--labels",
-        str(labels),
-        "--images",
-        str(images),
-        "--out",
-        str(out),
-        "--size",
-        str(size),
-        "--overwrite",
-        "--quiet",
-    ]
+    common = ["--labels", str(labels), "--images", str(images), "--out", str(out), "--size", str(size)]
+    ours = [sys.executable, "-m", "dcm2tfrec", "convert", *common, "--overwrite", "--quiet"]
     return {
-        "baseline": [
-            sys.executable,
-            str(BASELINE),
-            "--labels",
-            str(labels),
-            "--images",
-            str(images),
-            "--out",
-            str(out),
-            "--size",
-            str(size),
-        ],
+        "baseline": [sys.executable, str(BASELINE), *common],
         "dcm2tfrec": ours,
         "dcm2tfrec 1 worker": [*ours, "--workers", "1"],
         "dcm2tfrec exact": [*ours, "--exact-decode"],
