@@ -101,8 +101,13 @@ class ConvertConfig:
     timeout: float = 300.0
     #: Worker address-space cap in bytes (RLIMIT_AS); 0 = no cap.
     worker_memory: int = 8 << 30
-    chunk_size: int = 8
+    #: Rows per worker task; 0 = automatic (up to 8, and at least 8 tasks per worker).
+    chunk_size: int = 0
     quiet: bool = False
+
+    def rows_per_task(self, rows: int) -> int:
+        """The chunk size for ``rows`` rows: ``chunk_size``, or one that balances the workers."""
+        return self.chunk_size or max(1, min(8, rows // (self.n_workers * 8)))
 
     @property
     def n_workers(self) -> int:
@@ -149,6 +154,28 @@ def parse_window(text: str) -> Window:
     return Window(mode="fixed", center=center, width=width)
 
 
+#: The pydicom decoding plugin pinned for each transfer syntax ("" = pydicom's own decoder), so
+#: results never depend on which other plugins happen to be installed.
+DECODING_PLUGINS: dict[str, str] = {
+    "1.2.840.10008.1.2": "",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1": "",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.2": "",  # Explicit VR Big Endian
+    "1.2.840.10008.1.2.1.99": "",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.5": "pylibjpeg",  # RLE Lossless (pylibjpeg-rle)
+    "1.2.840.10008.1.2.4.50": "gdcm",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51": "gdcm",  # JPEG Extended (Process 2 and 4)
+    "1.2.840.10008.1.2.4.57": "gdcm",  # JPEG Lossless, Non-Hierarchical (Process 14)
+    "1.2.840.10008.1.2.4.70": "gdcm",  # JPEG Lossless, First-Order Prediction (SV1)
+    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90": "pylibjpeg",  # JPEG 2000 Lossless (pylibjpeg-openjpeg)
+    "1.2.840.10008.1.2.4.91": "pylibjpeg",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203": "pylibjpeg",  # HTJ2K
+}
+
+
 #: Rejection reasons, as written in the ``reason`` column of errors.csv.
 REASONS: dict[str, str] = {
     "bad_target": "the target is empty, not an integer, or outside int64",
@@ -183,3 +210,38 @@ class Failure:
     path: str
     reason: str
     message: str
+
+
+def pixel_policy(spec: ImageSpec) -> dict[str, Any]:
+    """The pixel policy in words, for the manifest: what was done to every pixel."""
+    if spec.bits == 16:
+        intensity = (
+            f"uint16 = round(modality value) + {VALUE_OFFSET_16}, clipped to 0..65535; "
+            "no window applied (the window option is recorded for read time)"
+        )
+    elif spec.window.mode == "fixed":
+        intensity = f"uint8 from the fixed LINEAR window {spec.window} (modality units)"
+    elif spec.window.mode == "none":
+        intensity = "uint8 from the image's own modality min..max, linear"
+    else:
+        lo, hi = spec.fallback_percentiles
+        intensity = (
+            "uint8 from the file's first VOI LUT (preferred) or first window, with its "
+            f"VOILUTFunction (LINEAR, LINEAR_EXACT, SIGMOID); files without a usable one: "
+            f"linear from the {lo:g}th to the {hi:g}th percentile of the image's modality values"
+        )
+    return {
+        "decoders": dict(sorted(DECODING_PLUGINS.items())),
+        "modality_lut": "pydicom apply_modality_lut (Modality LUT Sequence or RescaleSlope/Intercept)",
+        "intensity": intensity,
+        "monochrome1": "inverted after windowing (8-bit) or within the stored range (16-bit): bright = dense",
+        "colour": "YBR converted to RGB by pydicom, palette colour via apply_color_lut, scaled to full range",
+        "value_offset": VALUE_OFFSET_16 if spec.bits == 16 else 0,
+        "multi_frame": "rejected (reason 'unsupported')",
+        "order": "resize (INTER_AREA shrinking, INTER_CUBIC enlarging) on stored values, then the per-pixel "
+        "intensity pipeline, then padding/cropping; palette colour goes through its colour LUT first",
+        "decoding": "full resolution"
+        if spec.exact_decode
+        else "unsigned monochrome JPEG 2000 / HTJ2K decoded at the coarsest resolution level that is "
+        "still at least the resized size (OpenJPEG reduce via Pillow); everything else at full resolution",
+    }

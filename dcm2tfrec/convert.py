@@ -20,8 +20,7 @@ from joblib import Parallel, delayed
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from . import __version__
-from .config import REASONS, ConfigError, ConvertConfig, Failure, Interrupted, OutputError
-from .dicom import DECODING_PLUGINS
+from .config import REASONS, ConfigError, ConvertConfig, Failure, Interrupted, OutputError, pixel_policy
 from .labels import Labels, Row, read_labels
 from .manifest import (
     ERRORS_NAME,
@@ -32,7 +31,6 @@ from .manifest import (
     write_errors,
     write_manifest,
 )
-from .pixels import policy
 from .records import SCHEMA, Sample
 from .shards import (
     INDEX_SUFFIX,
@@ -192,7 +190,7 @@ def _results(config: ConvertConfig, chunks: list[list[Row]]) -> Iterator[list[Sa
             return_as="generator",
             pre_dispatch="2*n_jobs",
             batch_size=1,
-            timeout=config.timeout * config.chunk_size if config.n_workers > 1 else None,
+            timeout=config.timeout * len(chunks[done]) if config.n_workers > 1 else None,
         )
         try:
             for result in parallel(delayed(process_chunk)(chunk, task) for chunk in chunks[done:]):
@@ -220,10 +218,7 @@ def _manifest(
         "tool": {"name": "dcm2tfrec", "version": __version__},
         "versions": library_versions(),
         "config": config.describe(),
-        "pixel_policy": {
-            **policy(config.image),
-            "decoders": dict(sorted(DECODING_PLUGINS.items())),
-        },
+        "pixel_policy": pixel_policy(config.image),
         "schema": dict(SCHEMA),
         "inputs": {"labels_sha256": file_sha256(config.labels), "rows": rows},
         "shards": [s.to_json() for s in shards],
@@ -285,7 +280,7 @@ def _convert(config: ConvertConfig, labels: Labels, progress: Progress | None) -
         progress(len(failures), rows)
     targets: Counter[int] = Counter()
     writer = ShardWriter(config.out, config.prefix, config.records_per_shard, write_index=config.index)
-    chunks = plan(labels.rows, config.shuffle, config.seed, config.chunk_size)
+    chunks = plan(labels.rows, config.shuffle, config.seed, config.rows_per_task(len(labels.rows)))
     try:
         _drain(_results(config, chunks), writer, failures, targets, progress, rows)
         shards = writer.close()

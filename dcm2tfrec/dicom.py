@@ -26,31 +26,11 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import get_expected_length
 
-from .config import DEFAULT_MAX_PIXELS, ImageSpec
+from .config import DECODING_PLUGINS, DEFAULT_MAX_PIXELS, ImageSpec
 from .image import scaled_size
 from .pixels import stored_range
 
 log = logging.getLogger(__name__)
-
-#: The pydicom decoding plugin used for each transfer syntax ("" = pydicom's own native decoder).
-DECODING_PLUGINS: dict[str, str] = {
-    uid.ImplicitVRLittleEndian: "",
-    uid.ExplicitVRLittleEndian: "",
-    uid.ExplicitVRBigEndian: "",
-    uid.DeflatedExplicitVRLittleEndian: "",
-    uid.RLELossless: "pylibjpeg",
-    uid.JPEGBaseline8Bit: "gdcm",
-    uid.JPEGExtended12Bit: "gdcm",
-    uid.JPEGLossless: "gdcm",
-    uid.JPEGLosslessSV1: "gdcm",
-    uid.JPEGLSLossless: "pyjpegls",
-    uid.JPEGLSNearLossless: "pyjpegls",
-    uid.JPEG2000Lossless: "pylibjpeg",
-    uid.JPEG2000: "pylibjpeg",
-    uid.HTJ2KLossless: "pylibjpeg",
-    uid.HTJ2KLosslessRPCL: "pylibjpeg",
-    uid.HTJ2K: "pylibjpeg",
-}
 
 #: Transfer syntaxes whose codestreams carry lower resolution levels (reduced decoding).
 MULTI_RESOLUTION = frozenset(

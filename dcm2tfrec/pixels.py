@@ -195,35 +195,3 @@ def to_output(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarra
         index = pixels.view(np.dtype(f"u{pixels.dtype.itemsize}"))
         return np.take(_lookup_table(pixels, index, header, spec), index)
     return grey_transform(pixels, header, spec)
-
-
-def policy(spec: ImageSpec) -> dict[str, Any]:
-    """The pixel policy in words, for the manifest: what was done to every pixel."""
-    if spec.bits == 16:
-        intensity = (
-            f"uint16 = round(modality value) + {VALUE_OFFSET_16}, clipped to 0..65535; "
-            "no window applied (the window option is recorded for read time)"
-        )
-    elif spec.window.mode == "fixed":
-        intensity = f"uint8 from the fixed LINEAR window {spec.window} (modality units)"
-    elif spec.window.mode == "none":
-        intensity = "uint8 from the image's own modality min..max, linear"
-    else:
-        lo, hi = spec.fallback_percentiles
-        intensity = (
-            "uint8 from the file's first VOI LUT (preferred) or first window, with its "
-            f"VOILUTFunction (LINEAR, LINEAR_EXACT, SIGMOID); files without a usable one: "
-            f"linear from the {lo:g}th to the {hi:g}th percentile of the image's modality values"
-        )
-    return {
-        "modality_lut": "pydicom apply_modality_lut (Modality LUT Sequence or RescaleSlope/Intercept)",
-        "intensity": intensity,
-        "monochrome1": "inverted after windowing (8-bit) or within the stored range (16-bit): bright = dense",
-        "colour": "YBR converted to RGB by pydicom, palette colour via apply_color_lut, scaled to full range",
-        "value_offset": VALUE_OFFSET_16 if spec.bits == 16 else 0,
-        "multi_frame": "rejected (reason 'unsupported')",
-        "decoding": "full resolution"
-        if spec.exact_decode
-        else "unsigned monochrome JPEG 2000 / HTJ2K decoded at the coarsest resolution level that is "
-        "still at least the resized size (OpenJPEG reduce via Pillow); everything else at full resolution",
-    }

@@ -2,6 +2,8 @@
 
 Runs in joblib worker processes; imports nothing from TensorFlow. A row that kills or hangs its
 worker is re-run alone in a fresh process (:func:`run_isolated`), so it costs only itself.
+The pixel stack (pydicom, OpenCV) is imported on first use, so the parent, which only needs
+:class:`Task` and :func:`process_chunk` by name, starts its workers without loading it.
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-
-import numpy as np
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING
 
 from .config import Failure, ImageSpec
-from .dicom import DicomError, read_dicom, resolve_path
-from .image import encode_png, place, scale
 from .labels import Row
-from .pixels import to_output
 from .records import Sample, make_record
+
+if TYPE_CHECKING:
+    import numpy as np
+    from pydicom.dataset import Dataset
 
 #: Tests set this to a JSON object {image_id: action} to make a worker misbehave on purpose;
 #: the parent reads it when a run starts and hands it to the workers in the Task.
@@ -76,6 +77,9 @@ def render(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
     window applies to what is shown. Palette indices are not intensities, so palette colour
     goes through its colour LUT first. Padding comes last, so letterbox bars are black.
     """
+    from .image import place, scale
+    from .pixels import to_output
+
     if header.get("PhotometricInterpretation") == "PALETTE COLOR":
         return place(scale(to_output(pixels, header, spec), spec), spec)
     return place(to_output(scale(pixels, spec), header, spec), spec)
@@ -83,6 +87,9 @@ def render(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
 
 def process_row(row: Row, task: Task) -> Sample | Failure:
     """Read, decode, transform, resize and encode one row's image into a record."""
+    from .dicom import DicomError, read_dicom, resolve_path
+    from .image import encode_png
+
     spec = task.spec
     try:
         if task.faults:

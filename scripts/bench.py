@@ -225,9 +225,9 @@ def profile(workdir: Path, scale: float, limit: int = 40) -> dict[str, dict[str,
     """Milliseconds per image for each stage of the worker, in this process, one core."""
     import pydicom
 
+    from dcm2tfrec import image
     from dcm2tfrec.config import ImageSpec
     from dcm2tfrec.dicom import decode_pixels
-    from dcm2tfrec.image import encode_png, place, scale
     from dcm2tfrec.pixels import to_output
     from dcm2tfrec.records import make_record
     from dcm2tfrec.shards import frame
@@ -247,13 +247,13 @@ def profile(workdir: Path, scale: float, limit: int = 40) -> dict[str, dict[str,
             t1 = time.perf_counter()
             pixels = decode_pixels(ds, spec)
             t2 = time.perf_counter()
-            small = scale(pixels, spec)
+            small = image.scale(pixels, spec)
             t3 = time.perf_counter()
             out = to_output(small, ds, spec)
             t4 = time.perf_counter()
-            img = place(out, spec)
+            img = image.place(out, spec)
             t5 = time.perf_counter()
-            png = encode_png(img, spec.png_level)
+            png = image.encode_png(img, spec.png_level)
             t6 = time.perf_counter()
             frame(make_record(png, 0, "id", *img.shape))
             t7 = time.perf_counter()

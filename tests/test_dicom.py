@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from pydicom import examples
 
-from dcm2tfrec.dicom import DECODING_PLUGINS, DicomError, read_dicom, resolve_path
+from dcm2tfrec.config import DECODING_PLUGINS
+from dcm2tfrec.dicom import DicomError, read_dicom, resolve_path
 from dcm2tfrec.testing import TRANSFER_SYNTAXES, anatomy, write_dicom
 
 #: 12-bit JPEG Extended needs the GPL libjpeg plugin (optional extra), so we test 8-bit data there.
