@@ -13,12 +13,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
+from .config import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE
 
 if TYPE_CHECKING:
     from .convert import ConvertResult
-
-#: Exit codes, documented in the README.
-EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class UsageFailure(click.ClickException):
@@ -266,7 +264,6 @@ def convert(**opts: Any) -> None:
             index=opts["write_index"],
             timeout=opts["timeout"],
             worker_memory=opts["worker_memory"] << 20,
-            quiet=opts["quiet"],
         )
         result = run(config, progress=update)
     except ConfigError as exc:
@@ -335,7 +332,7 @@ def inspect(
         click.echo(format_report(report))
         for line in extra:
             click.echo(line)
-    sys.exit(0 if report.ok else EXIT_USAGE)
+    sys.exit(EXIT_OK if report.ok else EXIT_USAGE)
 
 
 def main() -> None:

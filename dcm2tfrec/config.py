@@ -11,6 +11,9 @@ from typing import Any, Literal
 ResizeMode = Literal["stretch", "letterbox", "crop"]
 WindowMode = Literal["auto", "none", "fixed"]
 
+#: Exit codes of the command line (documented in the README).
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
 #: Default limit on Rows x Columns x frames before anything is decoded.
 DEFAULT_MAX_PIXELS = 200_000_000
 
@@ -103,7 +106,6 @@ class ConvertConfig:
     worker_memory: int = 8 << 30
     #: Rows per worker task; 0 = automatic (up to 8, and at least 8 tasks per worker).
     chunk_size: int = 0
-    quiet: bool = False
 
     def rows_per_task(self, rows: int) -> int:
         """The chunk size for ``rows`` rows: ``chunk_size``, or one that balances the workers."""
@@ -121,7 +123,7 @@ class ConvertConfig:
             data[key] = str(Path(data[key]).resolve())
         data["image"]["window"] = str(self.image.window)
         data["image"]["fallback_percentiles"] = list(self.image.fallback_percentiles)
-        for key in ("quiet", "workers", "overwrite", "chunk_size", "timeout", "worker_memory"):
+        for key in ("workers", "overwrite", "chunk_size", "timeout", "worker_memory"):
             data.pop(key)
         return data
 

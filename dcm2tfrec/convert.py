@@ -20,7 +20,16 @@ from joblib import Parallel, delayed
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from . import __version__
-from .config import REASONS, ConfigError, ConvertConfig, Failure, Interrupted, OutputError, pixel_policy
+from .config import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    ConfigError,
+    ConvertConfig,
+    Failure,
+    Interrupted,
+    OutputError,
+    pixel_policy,
+)
 from .labels import Labels, Row, read_labels
 from .manifest import (
     ERRORS_NAME,
@@ -70,7 +79,7 @@ class ConvertResult:
     @property
     def exit_code(self) -> int:
         """0 when every row became a record, 3 when some were rejected (see errors.csv)."""
-        return 3 if self.failures else 0
+        return EXIT_REJECTED if self.failures else EXIT_OK
 
 
 def validate(config: ConvertConfig) -> None:
@@ -303,4 +312,4 @@ def _convert(config: ConvertConfig, labels: Labels, progress: Progress | None) -
     )
 
 
-__all__ = ["REASONS", "ConvertResult", "check_output", "convert", "plan", "validate"]
+__all__ = ["ConvertResult", "check_output", "convert", "plan", "validate"]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import hashlib
-import json
 import math
 import re
 import struct
@@ -23,9 +21,9 @@ import cv2
 import numpy as np
 
 from .config import ConfigError
-from .manifest import MANIFEST_NAME
+from .manifest import MANIFEST_NAME, read_manifest
 from .records import check_schema, decode_record
-from .shards import SHARD_NAME, SHARD_SUFFIX, ShardCorrupt, iter_records
+from .shards import SHARD_NAME, SHARD_SUFFIX, ShardCorrupt, file_sha256, iter_records
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
@@ -156,11 +154,7 @@ def inspect_shard(
     images: Counter[str] = Counter()
     targets: Counter[str] = Counter()
     pixel_range = [2**31, -1]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    report.sha256, report.bytes = digest.hexdigest(), path.stat().st_size
+    report.sha256, report.bytes = file_sha256(path), path.stat().st_size
     try:
         for index, (offset, data) in enumerate(iter_records(path)):
             report.records += 1
@@ -207,10 +201,9 @@ def inspect_shard(
 
 
 def _manifest_entries(folder: Path) -> dict[str, dict[str, Any]] | None:
-    path = folder / MANIFEST_NAME
-    if not path.is_file():
+    if not (folder / MANIFEST_NAME).is_file():
         return None
-    return {s["file"]: s for s in json.loads(path.read_text(encoding="utf-8")).get("shards", [])}
+    return {s["file"]: s for s in read_manifest(folder)["shards"]}
 
 
 def inspect_paths(paths: list[str], *, verify: bool = False, head: int = 0) -> InspectReport:

@@ -139,7 +139,6 @@ class ShardWriter:
         out_dir: Path,
         prefix: str,
         records_per_shard: int,
-        first_index: int = 0,
         write_index: bool = False,
     ) -> None:
         self.out_dir = out_dir
@@ -147,7 +146,7 @@ class ShardWriter:
         self.records_per_shard = records_per_shard
         self.write_index = write_index
         self._offsets: list[tuple[int, int]] = []
-        self.index = first_index
+        self.index = 0
         self.published: list[ShardInfo] = []
         self._handle: BinaryIO | None = None
         self._digest = hashlib.sha256()

@@ -162,6 +162,13 @@ def run_process(cmd: list[str]) -> dict[str, Any]:
     return {"seconds": seconds, "parent_rss": peaks[0], "worker_rss": peaks[1]}
 
 
+def sample_paths(corpus: Corpus, workdir: Path, scale: float, limit: int) -> list[Path]:
+    """The first ``limit`` image files of a corpus (generated if needed)."""
+    labels, images = make_corpus(corpus, workdir, scale)
+    with open(labels) as handle:
+        return [images / row["path"] for row in csv.DictReader(handle)][:limit]
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.glob("*.tfrec"))
 
@@ -236,9 +243,7 @@ def profile(workdir: Path, scale: float, limit: int = 40) -> dict[str, dict[str,
     for corpus in CORPORA:
         if corpus.transfer_syntax not in ("explicit_le", "j2k"):
             continue
-        labels, images = make_corpus(corpus, workdir, scale)
-        with open(labels) as handle:
-            paths = [images / row["path"] for row in csv.DictReader(handle)][:limit]
+        paths = sample_paths(corpus, workdir, scale, limit)
         spec = ImageSpec(width=corpus.size, height=corpus.size)
         totals = dict.fromkeys(("read", "decode", "resize", "pixels", "place", "png", "record"), 0.0)
         for path in paths:
@@ -285,9 +290,7 @@ def fidelity(workdir: Path, scale: float, limit: int = 12) -> dict[str, float]:
     for corpus in CORPORA:
         if corpus.transfer_syntax not in ("j2k", "htj2k"):
             continue
-        labels, images = make_corpus(corpus, workdir, scale)
-        with open(labels) as handle:
-            paths = [images / row["path"] for row in csv.DictReader(handle)][:limit]
+        paths = sample_paths(corpus, workdir, scale, limit)
         values = []
         for path in paths:
             ds = pydicom.dcmread(path)
