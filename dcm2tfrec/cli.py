@@ -208,6 +208,12 @@ def _progress_bar(quiet: bool) -> Any:
     is_flag=True,
     help="Replace a previous output in --out (only files dcm2tfrec wrote).",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the interrupted run in --out: keep its verified shards, convert the rest "
+    "(same labels, images and options required; an empty --out starts afresh).",
+)
 @click.option("--allow-outside-root", is_flag=True, help="Accept CSV paths that resolve outside --images.")
 @click.option(
     "--index",
@@ -221,7 +227,8 @@ def convert(**opts: Any) -> None:
 
     \b
     Exit codes: 0 all rows converted; 3 finished, some rows rejected (see errors.csv);
-    2 usage, option or CSV error (nothing written); 1 unexpected error; 130 interrupted.
+    2 usage, option or CSV error (nothing written); 1 write failure (e.g. disk full) or
+    unexpected error; 130 interrupted. After 1 or 130, --resume goes on where it stopped.
     """
     from .config import (
         Columns,
@@ -260,6 +267,7 @@ def convert(**opts: Any) -> None:
             seed=opts["seed"],
             shuffle=opts["shuffle"],
             overwrite=opts["overwrite"],
+            resume=opts["resume"],
             allow_outside_root=opts["allow_outside_root"],
             index=opts["write_index"],
             timeout=opts["timeout"],

@@ -98,6 +98,8 @@ class ConvertConfig:
     seed: int = 42
     shuffle: bool = True
     overwrite: bool = False
+    #: Continue the interrupted run in ``out`` (its journal), keeping its verified shards.
+    resume: bool = False
     allow_outside_root: bool = False
     index: bool = False
     #: Per-row time limit in seconds; a row over it becomes a 'timeout' failure.
@@ -123,7 +125,7 @@ class ConvertConfig:
             data[key] = str(Path(data[key]).resolve())
         data["image"]["window"] = str(self.image.window)
         data["image"]["fallback_percentiles"] = list(self.image.fallback_percentiles)
-        for key in ("workers", "overwrite", "chunk_size", "timeout", "worker_memory"):
+        for key in ("workers", "overwrite", "resume", "chunk_size", "timeout", "worker_memory"):
             data.pop(key)
         return data
 

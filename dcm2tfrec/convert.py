@@ -30,6 +30,8 @@ from .config import (
     OutputError,
     pixel_policy,
 )
+from .faults import FAULTS_ENV, fault_point
+from .journal import JOURNAL_NAME, Journal, Step, fingerprint_differences, read_journal, verified_steps
 from .labels import Labels, Row, read_labels
 from .manifest import (
     ERRORS_NAME,
@@ -50,7 +52,7 @@ from .shards import (
     ShardWriter,
     file_sha256,
 )
-from .worker import FAULTS_ENV, Task, process_chunk, run_isolated
+from .worker import Task, process_chunk, run_isolated
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".dcm2tfrec.lock"
@@ -98,6 +100,8 @@ def validate(config: ConvertConfig) -> None:
         raise ConfigError(f"labels CSV {config.labels} does not exist")
     if not config.images.is_dir():
         raise ConfigError(f"images folder {config.images} does not exist or is not a folder")
+    if config.resume and config.overwrite:
+        raise ConfigError("--resume keeps an interrupted run and --overwrite replaces it: pass one of them")
 
 
 def _ours(name: str) -> bool:
@@ -105,7 +109,9 @@ def _ours(name: str) -> bool:
     if name.endswith(INDEX_SUFFIX):
         name = name.removesuffix(INDEX_SUFFIX) + SHARD_SUFFIX
     return (
-        bool(SHARD_NAME.match(name)) or name.endswith(PARTIAL_SUFFIX) or name in (MANIFEST_NAME, ERRORS_NAME)
+        bool(SHARD_NAME.match(name))
+        or name.endswith(PARTIAL_SUFFIX)
+        or name in (MANIFEST_NAME, ERRORS_NAME, JOURNAL_NAME)
     )
 
 
@@ -115,17 +121,22 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out} exists and is not a folder")
     existing = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) if out.exists() else []
     if existing and not overwrite:
+        if JOURNAL_NAME in existing:
+            raise ConfigError(
+                f"--out {out} holds an interrupted run: pass --resume to continue it "
+                "(or --overwrite to start again)"
+            )
         shown = ", ".join(existing[:5]) + (" ..." if len(existing) > 5 else "")
         raise ConfigError(
             f"--out {out} is not empty ({shown}); pass --overwrite to replace a previous output"
         )
 
 
-def clear_output(out: Path) -> None:
-    """Remove what an earlier dcm2tfrec run wrote in ``out``; other files are left alone."""
+def clear_output(out: Path, keep: frozenset[str] = frozenset()) -> None:
+    """Remove what an earlier dcm2tfrec run wrote in ``out``, except ``keep``; other files stay."""
     try:
         for path in out.iterdir():
-            if _ours(path.name):
+            if _ours(path.name) and path.name not in keep:
                 path.unlink()
     except OSError as exc:
         raise OutputError(f"cannot clear --out {out}: {exc.strerror or exc}") from None
@@ -170,11 +181,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def plan(rows: list[Row], shuffle: bool, seed: int, chunk_size: int) -> list[list[Row]]:
-    """Order the rows (a seeded permutation when ``shuffle``) and cut them into worker tasks."""
+def plan(rows: list[Row], shuffle: bool, seed: int, chunk_size: int, start: int = 0) -> list[list[Row]]:
+    """Order the rows (a seeded permutation when ``shuffle``), skip the first ``start`` (done by
+    an interrupted run) and cut the rest into worker tasks."""
     if shuffle:
         order = np.random.default_rng(seed).permutation(len(rows))
         rows = [rows[i] for i in order]
+    rows = rows[start:]
     return [rows[i : i + chunk_size] for i in range(0, len(rows), chunk_size)]
 
 
@@ -211,25 +224,57 @@ def _results(config: ConvertConfig, chunks: list[list[Row]]) -> Iterator[list[Sa
             done += 1
 
 
+def _fingerprint(config: ConvertConfig, labels_sha256: str) -> dict[str, Any]:
+    """Everything that shapes the output bytes: resuming requires the same fingerprint."""
+    options = config.describe()
+    for key in ("labels", "out"):  # the CSV counts by content; the output folder may move
+        options.pop(key)
+    return {"config": options, "labels_sha256": labels_sha256, "versions": library_versions()}
+
+
+def _resumable_steps(out: Path, fingerprint: dict[str, Any]) -> list[Step]:
+    """The verified steps of the interrupted run in ``out`` (none for an empty folder)."""
+    found = read_journal(out)
+    if found is None:
+        if (out / MANIFEST_NAME).exists():
+            raise ConfigError(f"--resume: {out} holds a finished run ({MANIFEST_NAME}); nothing to resume")
+        if any(p.name != LOCK_NAME for p in out.iterdir()):
+            raise ConfigError(f"--resume: {out} holds no interrupted dcm2tfrec run (no {JOURNAL_NAME})")
+        return []
+    old, steps = found
+    differences = fingerprint_differences(old, fingerprint)
+    if differences:
+        raise ConfigError(
+            f"--resume refused: the interrupted run in {out} had other inputs or options "
+            "(was -> now):\n  " + "\n  ".join(differences) + "\nrun it with the same labels, images and "
+            "options, or pass --overwrite instead of --resume to start again"
+        )
+    return verified_steps(out, steps)
+
+
 def _manifest(
     config: ConvertConfig,
+    fingerprint: dict[str, Any],
     rows: int,
-    shards: list[ShardInfo],
+    steps: list[Step],
     failures: list[Failure],
-    targets: Counter[int],
     started: datetime,
     seconds: float,
 ) -> dict[str, Any]:
+    shards = [s.shard for s in steps if s.shard]
+    targets: Counter[int] = Counter()
+    for step in steps:
+        targets.update(step.targets)
     records = sum(s.records for s in shards)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "tool": {"name": "dcm2tfrec", "version": __version__},
-        "versions": library_versions(),
+        "versions": fingerprint["versions"],
         "config": config.describe(),
         "pixel_policy": pixel_policy(config.image),
         "schema": dict(SCHEMA),
-        "inputs": {"labels_sha256": file_sha256(config.labels), "rows": rows},
+        "inputs": {"labels_sha256": fingerprint["labels_sha256"], "rows": rows},
         "shards": [s.to_json() for s in shards],
         "totals": {
             "rows": rows,
@@ -244,72 +289,121 @@ def _manifest(
         "timing": {
             "started": started.isoformat(timespec="seconds"),
             "seconds": round(seconds, 3),
+            "resumed": config.resume,
             "images_per_second": round(records / seconds, 2) if seconds > 0 else None,
         },
     }
 
 
+@dataclass
+class _Tally:
+    """The rows accounted for since the last journal step, in plan order."""
+
+    position: int
+    targets: Counter[int]
+    failures: list[Failure]
+
+    def step(self, shard: ShardInfo | None) -> Step:
+        step = Step(self.position, shard, dict(self.targets), tuple(self.failures))
+        self.targets, self.failures = Counter(), []
+        return step
+
+
 def _drain(
     results: Iterable[list[Sample | Failure]],
     writer: ShardWriter,
-    failures: list[Failure],
-    targets: Counter[int],
-    progress: Progress | None,
-    total: int,
+    journal: Journal,
+    tally: _Tally,
+    progress: Callable[[], None],
 ) -> None:
+    """Write results in plan order; journal each shard as soon as it is published."""
     for chunk in results:
         for item in chunk:
+            tally.position += 1
             if isinstance(item, Sample):
+                published = len(writer.published)
                 writer.write(item.payload)
-                targets[item.target] += 1
+                tally.targets[item.target] += 1
+                if len(writer.published) > published:
+                    journal.append(tally.step(writer.published[-1]))
             else:
-                failures.append(item)
-        if progress:
-            progress(len(failures) + sum(targets.values()), total)
+                tally.failures.append(item)
+            fault_point(f"row:{tally.position}")
+        progress()
 
 
 def convert(config: ConvertConfig, progress: Progress | None = None) -> ConvertResult:
-    """Run a conversion and return what was written.
+    """Run a conversion (or, with ``config.resume``, finish an interrupted one); return what was written.
 
-    Raises ConfigError (before anything is written), OutputError, or Interrupted.
+    Raises ConfigError (before anything is written), OutputError, or Interrupted. After an
+    OutputError or Interrupted the same call with ``resume=True`` goes on where it stopped.
     """
     validate(config)
     labels = read_labels(config.labels, config.columns)
-    check_output(config.out, config.overwrite)
+    if not config.resume:
+        check_output(config.out, config.overwrite)
     with output_lock(config.out):
         return _convert(config, labels, progress)
 
 
 def _convert(config: ConvertConfig, labels: Labels, progress: Progress | None) -> ConvertResult:
-    clear_output(config.out)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    failures = list(labels.failures)
+    fingerprint = _fingerprint(config, file_sha256(config.labels))
+    steps = _resumable_steps(config.out, fingerprint) if config.resume else []
+    kept = frozenset(n for s in steps if s.shard for n in (s.shard.file, s.shard.index) if n)
+    journal = Journal(config.out, fingerprint, steps)
+    clear_output(config.out, keep=kept | {JOURNAL_NAME})
     rows = len(labels.rows) + len(labels.failures)
-    if progress:
-        progress(len(failures), rows)
-    targets: Counter[int] = Counter()
-    writer = ShardWriter(config.out, config.prefix, config.records_per_shard, write_index=config.index)
-    chunks = plan(labels.rows, config.shuffle, config.seed, config.rows_per_task(len(labels.rows)))
+    tally = _Tally(steps[-1].position if steps else 0, Counter(), [])
+
+    def report() -> None:
+        if progress:
+            progress(len(labels.failures) + tally.position, rows)
+
+    report()
+    writer = ShardWriter(
+        config.out,
+        config.prefix,
+        config.records_per_shard,
+        write_index=config.index,
+        first_index=sum(1 for s in steps if s.shard),
+    )
+    chunks = plan(
+        labels.rows, config.shuffle, config.seed, config.rows_per_task(len(labels.rows)), tally.position
+    )
     try:
-        _drain(_results(config, chunks), writer, failures, targets, progress, rows)
-        shards = writer.close()
+        _drain(_results(config, chunks), writer, journal, tally, report)
+        writer.close()
+        journal.append(tally.step(writer.published[-1] if tally.targets else None))
     except KeyboardInterrupt:
         writer.abort()
+        journal.close()
         raise Interrupted(
-            f"interrupted: {len(writer.published)} complete shard(s) kept in {config.out}, "
-            "no manifest written; rerun with --overwrite"
+            f"interrupted: {len(journal.steps)} step(s), "
+            f"{sum(1 for s in journal.steps if s.shard)} complete shard(s) kept in {config.out}; "
+            "run the same command with --resume to go on"
+        ) from None
+    except OutputError as exc:
+        writer.abort()
+        journal.close()
+        raise OutputError(
+            f"{exc}; the complete shards are kept: fix the cause (e.g. free space) and run the "
+            "same command with --resume"
         ) from None
     except BaseException:
         writer.abort()
+        journal.close()
         raise
+    failures = list(labels.failures) + [f for s in journal.steps for f in s.failures]
     seconds = time.perf_counter() - clock
     write_errors(config.out, failures)
-    manifest = _manifest(config, rows, shards, failures, targets, started, seconds)
+    manifest = _manifest(config, fingerprint, rows, journal.steps, failures, started, seconds)
     write_manifest(config.out, manifest)
+    journal.finish()
     failures.sort(key=lambda f: f.line)
-    return ConvertResult(
-        config.out, rows, sum(s.records for s in shards), shards, failures, seconds, manifest
-    )
+    shards = [s.shard for s in journal.steps if s.shard]
+    records = sum(s.records for s in shards)
+    return ConvertResult(config.out, rows, records, shards, failures, seconds, manifest)
 
 
 __all__ = ["ConvertResult", "check_output", "convert", "plan", "validate"]

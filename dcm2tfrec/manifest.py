@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Failure, OutputError
+from .faults import fault_point
 
 MANIFEST_NAME = "manifest.json"
 ERRORS_NAME = "errors.csv"
@@ -55,6 +56,7 @@ def write_atomic(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        fault_point(f"write:{path.name}")
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

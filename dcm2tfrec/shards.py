@@ -6,6 +6,7 @@ the running SHA-256, and only then renamed to ``{prefix}-{index:05d}-{count}.tfr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -18,6 +19,7 @@ from typing import Any, BinaryIO
 import google_crc32c
 
 from .config import OutputError
+from .faults import fault_point
 
 SHARD_SUFFIX = ".tfrec"
 INDEX_SUFFIX = ".idx"
@@ -132,6 +134,7 @@ class ShardWriter:
     """Writes framed records into numbered shards of exactly ``records_per_shard`` records.
 
     With ``write_index`` each shard also gets a DALI / ``tfrecord`` index file, published first.
+    ``first_index`` numbers the first shard (a resumed run goes on after the kept shards).
     """
 
     def __init__(
@@ -140,13 +143,14 @@ class ShardWriter:
         prefix: str,
         records_per_shard: int,
         write_index: bool = False,
+        first_index: int = 0,
     ) -> None:
         self.out_dir = out_dir
         self.prefix = prefix
         self.records_per_shard = records_per_shard
         self.write_index = write_index
         self._offsets: list[tuple[int, int]] = []
-        self.index = 0
+        self.index = first_index
         self.published: list[ShardInfo] = []
         self._handle: BinaryIO | None = None
         self._digest = hashlib.sha256()
@@ -189,6 +193,7 @@ class ShardWriter:
             index = index_name(final.name) if self.write_index else None
             if index:
                 _write_synced(self.out_dir / index, index_text(self._offsets))
+            fault_point(f"publish:{self.index}")
             os.replace(partial, final)
             _fsync_dir(self.out_dir)
         except OSError as exc:
@@ -213,7 +218,8 @@ class ShardWriter:
     def abort(self) -> None:
         """Drop the shard in progress (its temporary file); published shards stay."""
         if self._handle is not None:
-            self._handle.close()
+            with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+                self._handle.close()
             self._handle = None
         self._partial.unlink(missing_ok=True)
         self._reset()

@@ -8,19 +8,17 @@ The pixel stack (pydicom, OpenCV) is imported on first use, so the parent, which
 
 from __future__ import annotations
 
-import ctypes
-import json
 import multiprocessing
 import os
 import resource
 import signal
-import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Failure, ImageSpec
+from .faults import inject_row_fault
 from .labels import Row
 from .records import Sample, make_record
 
@@ -28,9 +26,6 @@ if TYPE_CHECKING:
     import numpy as np
     from pydicom.dataset import Dataset
 
-#: Tests set this to a JSON object {image_id: action} to make a worker misbehave on purpose;
-#: the parent reads it when a run starts and hands it to the workers in the Task.
-FAULTS_ENV = "DCM2TFREC_TEST_FAULTS"
 _limited_pid = 0
 
 
@@ -44,20 +39,6 @@ class Task:
     memory_limit: int = 0
     parent_pid: int = 0
     faults: str = ""
-
-
-def _inject_fault(faults: str, image_id: str) -> None:
-    action = json.loads(faults).get(image_id)
-    if action == "abort":
-        os.abort()
-    elif action == "segfault":
-        ctypes.string_at(0)
-    elif action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif action == "hang":
-        time.sleep(3600)
-    elif action == "memory":
-        bytearray(1 << 40)
 
 
 def _limit_memory(task: Task) -> None:
@@ -93,7 +74,7 @@ def process_row(row: Row, task: Task) -> Sample | Failure:
     spec = task.spec
     try:
         if task.faults:
-            _inject_fault(task.faults, row.image_id)
+            inject_row_fault(task.faults, row.image_id)
         path = resolve_path(task.image_root, row.path, task.allow_outside_root)
         dicom = read_dicom(path, spec)
         out = render(dicom.pixels, dicom.header, spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,6 +48,23 @@ def read_shards(out: Path) -> list[dict[str, Any]]:
             }
         )
     return records
+
+
+def output_bytes(out: Path) -> dict[str, Any]:
+    """Every file in ``out`` by name (but a lock left by a killed run): its bytes; the manifest
+    parsed, without timing and out path."""
+    files: dict[str, Any] = {}
+    for path in sorted(out.iterdir()):
+        if path.name == ".dcm2tfrec.lock":
+            continue
+        if path.name == "manifest.json":
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            manifest.pop("timing")
+            manifest["config"].pop("out")
+            files[path.name] = manifest
+        else:
+            files[path.name] = path.read_bytes()
+    return files
 
 
 def read_errors(out: Path) -> list[dict[str, str]]:

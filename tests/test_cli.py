@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from dcm2tfrec.cli import cli
+from dcm2tfrec.journal import JOURNAL_NAME
 from dcm2tfrec.testing import anatomy, make_demo
 
-from .conftest import read_errors, read_shards
+from .conftest import output_bytes, read_errors, read_shards
 
 DCM2TFREC = [sys.executable, "-m", "dcm2tfrec"]
 
@@ -126,7 +127,7 @@ def test_help_is_fast_and_imports_no_heavy_library() -> None:
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
-def test_sigint_exits_130_keeping_only_complete_shards(tmp_path: Path) -> None:
+def test_sigint_exits_130_keeping_only_complete_shards_then_resumes(tmp_path: Path) -> None:
     from dcm2tfrec.testing import write_dicom
 
     images = tmp_path / "images"
@@ -153,7 +154,22 @@ def test_sigint_exits_130_keeping_only_complete_shards(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert time.time() - started < 5
     assert "interrupted" in err
-    names = os.listdir(out)
+    names = set(os.listdir(out)) - {JOURNAL_NAME}
     assert names and all(n.endswith(".tfrec") and not n.startswith(".") for n in names)
     for shard in out.glob("*.tfrec"):
         assert shard.name.endswith("-20.tfrec")
+    resumed = subprocess.run(
+        [
+            *DCM2TFREC,
+            *_args(tmp_path / "labels.csv", images, out, "--records-per-shard", "20", "-q", "--resume"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "reference"
+    result = CliRunner().invoke(
+        cli, _args(tmp_path / "labels.csv", images, reference, "--records-per-shard", "20", "-q")
+    )
+    assert result.exit_code == 0, result.output
+    assert output_bytes(out) == output_bytes(reference)

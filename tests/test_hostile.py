@@ -12,8 +12,8 @@ import pytest
 
 from dcm2tfrec.config import ConfigError, ConvertConfig, ImageSpec
 from dcm2tfrec.convert import convert
+from dcm2tfrec.faults import FAULTS_ENV
 from dcm2tfrec.testing import anatomy, make_hostile, write_dicom
-from dcm2tfrec.worker import FAULTS_ENV
 
 from .conftest import read_errors, read_shards, write_labels
 

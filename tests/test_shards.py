@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
+from dcm2tfrec.config import OutputError
 from dcm2tfrec.shards import (
     SHARD_NAME,
     ShardCorrupt,
@@ -101,3 +102,16 @@ def test_index_files_match_the_tfrecord_package_and_its_reader(tmp_path: Path) -
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / info.index).read_text() == theirs.read_text()
         assert int(proc.stdout) == info.records
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_no_space_left_names_the_path_and_leaves_no_shard(tmp_path: Path) -> None:
+    writer = ShardWriter(tmp_path, "train", 3)
+    writer.write(b"kept")
+    writer.write(b"kept")
+    writer.write(b"kept")
+    (tmp_path / ".train-00001.tfrec.partial").symlink_to("/dev/full")  # every write: ENOSPC
+    with pytest.raises(OutputError, match=r"train-00001.*No space left on device"):
+        writer.write(b"lost" * 10_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-00000-3.tfrec"]
+    assert [r for _, r in iter_records(tmp_path / "train-00000-3.tfrec")] == [b"kept"] * 3

@@ -1,0 +1,43 @@
+"""Test-only fault injection: make a worker or the parent misbehave at a named point.
+
+Tests set ``DCM2TFREC_TEST_FAULTS`` to a JSON object. Keys are image ids (a worker acts on that
+row: ``abort``, ``segfault``, ``kill``, ``hang``, ``memory``) or parent points starting with
+``@`` (``kill``: SIGKILL the parent there, e.g. ``@record:15``, ``@publish:1``,
+``@journal:1``, ``@write:manifest.json``). Unset, every check is one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import time
+
+FAULTS_ENV = "DCM2TFREC_TEST_FAULTS"
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def inject_row_fault(faults: str, image_id: str) -> None:
+    """Act out the fault named for ``image_id`` in ``faults`` (a worker-side hook)."""
+    action = json.loads(faults).get(image_id)
+    if action == "abort":
+        os.abort()
+    elif action == "segfault":
+        ctypes.string_at(0)
+    elif action == "kill":
+        _kill_self()
+    elif action == "hang":
+        time.sleep(3600)
+    elif action == "memory":
+        bytearray(1 << 40)
+
+
+def fault_point(name: str) -> None:
+    """SIGKILL this process when the environment's fault spec says ``{"@name": "kill"}``."""
+    faults = os.environ.get(FAULTS_ENV)
+    if faults and json.loads(faults).get(f"@{name}") == "kill":
+        _kill_self()
