@@ -8,8 +8,9 @@ import multiprocessing
 import os
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed
+from joblib.executor import get_memmapping_executor
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from . import __version__
@@ -202,23 +204,42 @@ def _task(config: ConvertConfig) -> Task:
     )
 
 
+def _one_worker(task: Task, chunks: list[list[Row]], timeout: float) -> Iterator[list[Sample | Failure]]:
+    """``--workers 1``: one worker process, so a crash, a hang or the memory cap costs only its row
+    as with more workers (joblib would run ``n_jobs=1`` in this process); two tasks in flight."""
+    executor = get_memmapping_executor(1)  # the pool joblib.Parallel uses too
+    window: deque[tuple[Future[list[Sample | Failure]], int]] = deque()
+    try:
+        for i, chunk in enumerate(chunks):
+            window.append((executor.submit(process_chunk, chunk, task), len(chunk)))
+            while window and (len(window) > 1 or i == len(chunks) - 1):
+                future, rows = window.popleft()
+                yield future.result(timeout=timeout * rows)
+    except TimeoutError:
+        executor.shutdown(wait=False, kill_workers=True)
+        raise
+
+
 def _results(config: ConvertConfig, chunks: list[list[Row]]) -> Iterator[list[Sample | Failure]]:
     """Chunk results in plan order. When a worker dies or a chunk overruns its time, the pool is
     restarted and that chunk's rows are re-run one by one, each alone in a fresh process."""
     task, done = _task(config), 0
     while done < len(chunks):
-        parallel = Parallel(
-            n_jobs=config.n_workers,
-            return_as="generator",
-            pre_dispatch="2*n_jobs",
-            batch_size=1,
-            timeout=config.timeout * len(chunks[done]) if config.n_workers > 1 else None,
-        )
+        if config.n_workers == 1:
+            results = _one_worker(task, chunks[done:], config.timeout)
+        else:
+            results = Parallel(
+                n_jobs=config.n_workers,
+                return_as="generator",
+                pre_dispatch="2*n_jobs",
+                batch_size=1,
+                timeout=config.timeout * len(chunks[done]),
+            )(delayed(process_chunk)(chunk, task) for chunk in chunks[done:])
         try:
-            for result in parallel(delayed(process_chunk)(chunk, task) for chunk in chunks[done:]):
+            for result in results:
                 yield result
                 done += 1
-        except (TerminatedWorkerError, multiprocessing.TimeoutError) as exc:
+        except (TerminatedWorkerError, multiprocessing.TimeoutError, TimeoutError) as exc:
             log.warning("chunk %d failed (%s); re-running its rows one at a time", done, type(exc).__name__)
             yield [run_isolated(row, task, config.timeout) for row in chunks[done]]
             done += 1

@@ -42,7 +42,7 @@ class Task:
 
 
 def _limit_memory(task: Task) -> None:
-    """Cap this worker's address space once (never the parent's, when rows run in-process)."""
+    """Cap this worker's address space once (never the calling process's, e.g. a notebook's)."""
     global _limited_pid
     pid = os.getpid()
     if task.memory_limit and pid != task.parent_pid and _limited_pid != pid:

@@ -102,16 +102,21 @@ def _fault_dataset(tmp_path: Path, n: int = 24) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("faults", "reasons"),
+    ("faults", "reasons", "workers"),
     [
-        ({"r05": "segfault", "r17": "abort"}, {"r05": "worker_crashed", "r17": "worker_crashed"}),
-        ({"r09": "kill"}, {"r09": "worker_crashed"}),
-        ({"r11": "hang"}, {"r11": "timeout"}),
-        ({"r03": "memory"}, {"r03": "out_of_memory"}),
+        ({"r05": "segfault", "r17": "abort"}, {"r05": "worker_crashed", "r17": "worker_crashed"}, 2),
+        ({"r09": "kill"}, {"r09": "worker_crashed"}, 2),
+        ({"r11": "hang"}, {"r11": "timeout"}, 2),
+        ({"r03": "memory"}, {"r03": "out_of_memory"}, 2),
+        (
+            {"r05": "segfault", "r11": "hang", "r03": "memory"},
+            {"r05": "worker_crashed", "r11": "timeout", "r03": "out_of_memory"},
+            1,
+        ),
     ],
 )
 def test_a_dying_or_hanging_worker_costs_exactly_its_row(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faults: dict, reasons: dict
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faults: dict, reasons: dict, workers: int
 ) -> None:
     labels = _fault_dataset(tmp_path)
     clean = tmp_path / "clean"
@@ -123,7 +128,7 @@ def test_a_dying_or_hanging_worker_costs_exactly_its_row(
             labels=labels,
             images=tmp_path / "img",
             out=out,
-            workers=2,
+            workers=workers,
             chunk_size=4,
             timeout=3.0,
             worker_memory=2 << 30,
