@@ -181,6 +181,7 @@ def tools(labels: Path, images: Path, out: Path, size: int) -> dict[str, list[st
         "dcm2tfrec": ours,
         "dcm2tfrec 1 worker": [*ours, "--workers", "1"],
         "dcm2tfrec exact": [*ours, "--exact-decode"],
+        "dcm2tfrec exact 1 wkr": [*ours, "--exact-decode", "--workers", "1"],
     }
 
 
@@ -192,6 +193,8 @@ def bench_corpus(corpus: Corpus, workdir: Path, scale: float, repeats: int) -> d
         variants.append("dcm2tfrec 1 worker")
     if corpus.transfer_syntax in ("j2k", "htj2k"):
         variants.append("dcm2tfrec exact")
+    if corpus.transfer_syntax == "j2k":
+        variants.append("dcm2tfrec exact 1 wkr")
     results: dict[str, Any] = {v: {"runs": []} for v in variants}
     for repeat in range(repeats):
         for variant in variants:
