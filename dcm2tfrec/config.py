@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,12 +76,20 @@ class ImageSpec:
 
 @dataclass(frozen=True)
 class Columns:
-    """Which CSV columns hold the id, the path (or a path template) and the target."""
+    """Which CSV columns hold the id, the path (or a path template), the target and the extras."""
 
     id_col: str = "image_id"
     path_col: str | None = "path"
     path_template: str | None = None
     target_col: str = "target"
+    #: Rows sharing this column's value (e.g. a patient) always land in the same split or fold.
+    group_col: str | None = None
+    #: String targets: ``"auto"`` (sorted unique values -> 0..n-1) or a JSON file ``{name: id}``.
+    class_map: str | None = None
+    #: Extra columns stored as features, typed int64, float or bytes as the column allows.
+    extra_cols: tuple[str, ...] = ()
+    #: Column with a segmentation mask path (PNG, .npy or DICOM) under the images root.
+    mask_col: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,14 @@ class ConvertConfig:
     worker_memory: int = 8 << 30
     #: Rows per worker task; 0 = automatic (up to 8, and at least 8 tasks per worker).
     chunk_size: int = 0
+    #: Named splits with their fractions, e.g. (("train", 0.8), ("val", 0.2)); each gets its shards.
+    split: tuple[tuple[str, float], ...] = ()
+    #: K > 1: K group-disjoint folds, shards ``fold0-*`` .. ``fold{K-1}-*``.
+    folds: int = 0
+    #: Balance the target's classes across splits / folds as far as the groups allow.
+    stratify: bool = False
+    #: DICOM header keywords stored as features (e.g. ViewPosition, InstanceNumber).
+    dicom_tags: tuple[str, ...] = ()
 
     def rows_per_task(self, rows: int) -> int:
         """The chunk size for ``rows`` rows: ``chunk_size``, or one that balances the workers."""
@@ -124,10 +141,10 @@ class ConvertConfig:
         for key in ("labels", "images", "out"):
             data[key] = str(Path(data[key]).resolve())
         data["image"]["window"] = str(self.image.window)
-        data["image"]["fallback_percentiles"] = list(self.image.fallback_percentiles)
         for key in ("workers", "overwrite", "resume", "chunk_size", "timeout", "worker_memory"):
             data.pop(key)
-        return data
+        result: dict[str, Any] = json.loads(json.dumps(data))  # tuples -> lists, as read back
+        return result
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -142,6 +159,28 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(values) != 2 or min(values) < 1 or max(values) > 16384:
         raise ConfigError(f"--size {text!r}: expected N or WIDTHxHEIGHT with 1 <= N <= 16384")
     return values[0], values[1]
+
+
+def parse_split(text: str) -> tuple[tuple[str, float], ...]:
+    """Parse ``train=0.8,val=0.1,test=0.1`` into named fractions that sum to 1."""
+    pairs: list[tuple[str, float]] = []
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            fraction = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"--split {text!r}: expected NAME=FRACTION,..., e.g. train=0.8,val=0.2"
+            ) from None
+        if not name.strip() or not 0 < fraction <= 1:
+            raise ConfigError(f"--split {text!r}: each part needs a name and a fraction in (0, 1]")
+        pairs.append((name.strip(), fraction))
+    names = [n for n, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--split {text!r}: split names repeat")
+    if abs(sum(f for _, f in pairs) - 1) > 1e-6:
+        raise ConfigError(f"--split {text!r}: the fractions sum to {sum(f for _, f in pairs):g}, not 1")
+    return tuple(pairs)
 
 
 def parse_window(text: str) -> Window:
@@ -182,7 +221,8 @@ DECODING_PLUGINS: dict[str, str] = {
 
 #: Rejection reasons, as written in the ``reason`` column of errors.csv.
 REASONS: dict[str, str] = {
-    "bad_target": "the target is empty, not an integer, or outside int64",
+    "bad_target": "the target is empty, not an integer, outside int64, or not in the class map",
+    "missing_group": "the --group-col cell is empty, so the row cannot be kept with its group",
     "missing_id": "the id cell is empty",
     "duplicate_id": "the id appeared on an earlier CSV line (the first occurrence is the one kept)",
     "missing_path": "the path cell (or a path template field) is empty",
@@ -199,6 +239,7 @@ REASONS: dict[str, str] = {
     "header_mismatch": "the codestream's own dimensions disagree with the DICOM header",
     "decode_failed": "the pixel data could not be decoded",
     "pixel_error": "the pixel pipeline (LUT, window, resize, PNG) failed",
+    "bad_mask": "the mask file is missing, unreadable, or not the image's size",
     "out_of_memory": "decoding needed more memory than --worker-memory allows",
     "worker_crashed": "the worker process died on this row (abort, segfault, killed)",
     "timeout": "the row took longer than --timeout",

@@ -34,7 +34,7 @@ from .config import (
 )
 from .faults import FAULTS_ENV, fault_point
 from .journal import JOURNAL_NAME, Journal, Step, fingerprint_differences, read_journal, verified_steps
-from .labels import Labels, Row, read_labels
+from .labels import RESERVED_FEATURES, Labels, Row, read_labels
 from .manifest import (
     ERRORS_NAME,
     FORMAT,
@@ -44,7 +44,7 @@ from .manifest import (
     write_errors,
     write_manifest,
 )
-from .records import SCHEMA, Sample
+from .records import SCHEMA, FeatureKind, Sample
 from .shards import (
     INDEX_SUFFIX,
     PARTIAL_SUFFIX,
@@ -54,6 +54,8 @@ from .shards import (
     ShardWriter,
     file_sha256,
 )
+from .splits import assign, fold_names
+from .splits import describe as describe_assignment
 from .worker import Task, process_chunk, run_isolated
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,31 @@ def validate(config: ConvertConfig) -> None:
         raise ConfigError(f"images folder {config.images} does not exist or is not a folder")
     if config.resume and config.overwrite:
         raise ConfigError("--resume keeps an interrupted run and --overwrite replaces it: pass one of them")
+    if config.split and config.folds:
+        raise ConfigError("--split and --folds exclude each other: pass one of them")
+    if config.folds == 1 or config.folds < 0:
+        raise ConfigError("--folds needs at least 2 folds")
+    bad = [name for name, _ in config.split if not _PREFIX.fullmatch(name)]
+    if bad:
+        raise ConfigError(f"--split name {bad[0]!r}: use letters, digits, '_' and '.' only")
+    if (config.columns.group_col or config.stratify) and not (config.split or config.folds):
+        raise ConfigError("--group-col and --stratify apply to --split or --folds; pass one of them")
+    tag_kinds(config.dicom_tags, config.columns.extra_cols)
+
+
+def tag_kinds(keywords: tuple[str, ...], extra_cols: tuple[str, ...] = ()) -> dict[str, FeatureKind]:
+    """The feature kind of each ``--dicom-tag`` keyword; ConfigError for unknown or clashing ones."""
+    if not keywords:
+        return {}
+    from .dicom import tag_kind  # loads pydicom: only when tags are asked for
+
+    clash = sorted((RESERVED_FEATURES | set(extra_cols)) & set(keywords))
+    if clash or len(set(keywords)) != len(keywords):
+        raise ConfigError(f"--dicom-tag {', '.join(clash) or 'repeated'}: that feature name is taken")
+    try:
+        return {keyword: tag_kind(keyword) for keyword in keywords}
+    except ValueError as exc:
+        raise ConfigError(f"--dicom-tag: {exc}") from None
 
 
 def _ours(name: str) -> bool:
@@ -193,7 +220,7 @@ def plan(rows: list[Row], shuffle: bool, seed: int, chunk_size: int, start: int 
     return [rows[i : i + chunk_size] for i in range(0, len(rows), chunk_size)]
 
 
-def _task(config: ConvertConfig) -> Task:
+def _task(config: ConvertConfig, labels: Labels) -> Task:
     return Task(
         image_root=config.images.resolve(),
         spec=config.image,
@@ -201,7 +228,28 @@ def _task(config: ConvertConfig) -> Task:
         memory_limit=config.worker_memory,
         parent_pid=os.getpid(),
         faults=os.environ.get(FAULTS_ENV, ""),
+        extra=tuple(labels.extra_kinds.items()),
+        tags=tuple(tag_kinds(config.dicom_tags).items()),
+        masks=config.columns.mask_col is not None,
     )
+
+
+def schema(task: Task) -> dict[str, FeatureKind]:
+    """Every feature of this run's records and its kind (the manifest's ``schema``)."""
+    extra = dict(task.extra) | dict(task.tags) | ({"mask": "bytes"} if task.masks else {})
+    return dict(SCHEMA) | dict(sorted(extra.items()))
+
+
+def segments(
+    config: ConvertConfig, labels: Labels
+) -> tuple[list[tuple[str, list[Row]]], dict[str, Any] | None]:
+    """The runs of rows that get their own shards, in write order: one per split or fold (with the
+    manifest's account of the assignment), or the whole CSV under ``--prefix``."""
+    if not (config.split or config.folds):
+        return [(config.prefix, labels.rows)], None
+    parts = config.split or tuple((name, 1 / config.folds) for name in fold_names(config.folds))
+    assigned = assign(labels.rows, parts, config.stratify, config.seed)
+    return list(assigned.items()), describe_assignment(assigned, config.columns.group_col, config.stratify)
 
 
 def _one_worker(task: Task, chunks: list[list[Row]], timeout: float) -> Iterator[list[Sample | Failure]]:
@@ -220,10 +268,10 @@ def _one_worker(task: Task, chunks: list[list[Row]], timeout: float) -> Iterator
         raise
 
 
-def _results(config: ConvertConfig, chunks: list[list[Row]]) -> Iterator[list[Sample | Failure]]:
+def _results(config: ConvertConfig, task: Task, chunks: list[list[Row]]) -> Iterator[list[Sample | Failure]]:
     """Chunk results in plan order. When a worker dies or a chunk overruns its time, the pool is
     restarted and that chunk's rows are re-run one by one, each alone in a fresh process."""
-    task, done = _task(config), 0
+    done = 0
     while done < len(chunks):
         if config.n_workers == 1:
             results = _one_worker(task, chunks[done:], config.timeout)
@@ -245,12 +293,17 @@ def _results(config: ConvertConfig, chunks: list[list[Row]]) -> Iterator[list[Sa
             done += 1
 
 
-def _fingerprint(config: ConvertConfig, labels_sha256: str) -> dict[str, Any]:
+def _fingerprint(config: ConvertConfig, labels_sha256: str, labels: Labels) -> dict[str, Any]:
     """Everything that shapes the output bytes: resuming requires the same fingerprint."""
     options = config.describe()
     for key in ("labels", "out"):  # the CSV counts by content; the output folder may move
         options.pop(key)
-    return {"config": options, "labels_sha256": labels_sha256, "versions": library_versions()}
+    return {
+        "config": options,
+        "labels_sha256": labels_sha256,
+        "class_map": labels.class_map,
+        "versions": library_versions(),
+    }
 
 
 def _resumable_steps(out: Path, fingerprint: dict[str, Any]) -> list[Step]:
@@ -273,12 +326,39 @@ def _resumable_steps(out: Path, fingerprint: dict[str, Any]) -> list[Step]:
     return verified_steps(out, steps)
 
 
+def _sections(
+    steps: list[Step], assignment: dict[str, Any], failures: list[Failure], rows: dict[str, list[Row]]
+) -> dict[str, Any]:
+    """The manifest's ``splits``: per split or fold, its shards, records, targets and rejections."""
+    lines = {row.line: name for name, part in rows.items() for row in part}
+    for name, part in assignment["parts"].items():
+        shards = [s for s in steps if s.shard and _prefix(s.shard.file) == name]
+        targets: Counter[int] = Counter()
+        for step in shards:
+            targets.update(step.targets)
+        part.update(
+            shards=[s.shard.file for s in shards if s.shard],
+            records=sum(s.shard.records for s in shards if s.shard),
+            record_target_counts={str(k): v for k, v in sorted(targets.items())},
+            rejected=sum(1 for f in failures if lines.get(f.line) == name),
+        )
+    return assignment
+
+
+def _prefix(shard_file: str) -> str:
+    match = SHARD_NAME.match(shard_file)
+    assert match, shard_file
+    return match.group("prefix")
+
+
 def _manifest(
     config: ConvertConfig,
     fingerprint: dict[str, Any],
     rows: int,
     steps: list[Step],
     failures: list[Failure],
+    features: dict[str, FeatureKind],
+    splits: dict[str, Any] | None,
     started: datetime,
     seconds: float,
 ) -> dict[str, Any]:
@@ -294,7 +374,9 @@ def _manifest(
         "versions": fingerprint["versions"],
         "config": config.describe(),
         "pixel_policy": pixel_policy(config.image),
-        "schema": dict(SCHEMA),
+        "schema": features,
+        "class_map": fingerprint["class_map"],
+        "splits": splits,
         "inputs": {"labels_sha256": fingerprint["labels_sha256"], "rows": rows},
         "shards": [s.to_json() for s in shards],
         "totals": {
@@ -369,7 +451,7 @@ def convert(config: ConvertConfig, progress: Progress | None = None) -> ConvertR
 
 def _convert(config: ConvertConfig, labels: Labels, progress: Progress | None) -> ConvertResult:
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    fingerprint = _fingerprint(config, file_sha256(config.labels))
+    fingerprint = _fingerprint(config, file_sha256(config.labels), labels)
     steps = _resumable_steps(config.out, fingerprint) if config.resume else []
     kept = frozenset(n for s in steps if s.shard for n in (s.shard.file, s.shard.index) if n)
     journal = Journal(config.out, fingerprint, steps)
@@ -382,49 +464,60 @@ def _convert(config: ConvertConfig, labels: Labels, progress: Progress | None) -
             progress(len(labels.failures) + tally.position, rows)
 
     report()
-    writer = ShardWriter(
-        config.out,
-        config.prefix,
-        config.records_per_shard,
-        write_index=config.index,
-        first_index=sum(1 for s in steps if s.shard),
-    )
-    chunks = plan(
-        labels.rows, config.shuffle, config.seed, config.rows_per_task(len(labels.rows)), tally.position
-    )
+    task = _task(config, labels)
+    parts, assignment = segments(config, labels)
+    offset = 0
+    writer: ShardWriter | None = None
     try:
-        _drain(_results(config, chunks), writer, journal, tally, report)
-        writer.close()
-        journal.append(tally.step(writer.published[-1] if tally.targets else None))
+        for prefix, part in parts:
+            start, offset = tally.position - offset, offset + len(part)
+            if start >= len(part):
+                continue
+            writer = ShardWriter(
+                config.out,
+                prefix,
+                config.records_per_shard,
+                write_index=config.index,
+                first_index=sum(1 for s in journal.steps if s.shard and _prefix(s.shard.file) == prefix),
+            )
+            chunks = plan(part, config.shuffle, config.seed, config.rows_per_task(len(part)), start)
+            _drain(_results(config, task, chunks), writer, journal, tally, report)
+            writer.close()
+            journal.append(tally.step(writer.published[-1] if tally.targets else None))
     except KeyboardInterrupt:
-        writer.abort()
-        journal.close()
+        _stop(writer, journal)
         raise Interrupted(
-            f"interrupted: {len(journal.steps)} step(s), "
-            f"{sum(1 for s in journal.steps if s.shard)} complete shard(s) kept in {config.out}; "
-            "run the same command with --resume to go on"
+            f"interrupted: {sum(1 for s in journal.steps if s.shard)} complete shard(s) kept in "
+            f"{config.out}; run the same command with --resume to go on"
         ) from None
     except OutputError as exc:
-        writer.abort()
-        journal.close()
+        _stop(writer, journal)
         raise OutputError(
             f"{exc}; the complete shards are kept: fix the cause (e.g. free space) and run the "
             "same command with --resume"
         ) from None
     except BaseException:
-        writer.abort()
-        journal.close()
+        _stop(writer, journal)
         raise
     failures = list(labels.failures) + [f for s in journal.steps for f in s.failures]
+    splits = _sections(journal.steps, assignment, failures, dict(parts)) if assignment else None
     seconds = time.perf_counter() - clock
     write_errors(config.out, failures)
-    manifest = _manifest(config, fingerprint, rows, journal.steps, failures, started, seconds)
+    manifest = _manifest(
+        config, fingerprint, rows, journal.steps, failures, schema(task), splits, started, seconds
+    )
     write_manifest(config.out, manifest)
     journal.finish()
     failures.sort(key=lambda f: f.line)
     shards = [s.shard for s in journal.steps if s.shard]
     records = sum(s.records for s in shards)
     return ConvertResult(config.out, rows, records, shards, failures, seconds, manifest)
+
+
+def _stop(writer: ShardWriter | None, journal: Journal) -> None:
+    if writer is not None:
+        writer.abort()
+    journal.close()
 
 
 __all__ = ["ConvertResult", "check_output", "convert", "plan", "validate"]

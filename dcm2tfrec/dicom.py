@@ -20,15 +20,18 @@ import cv2
 import numpy as np
 import pydicom
 from pydicom import uid
+from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import get_expected_length
 
 from .config import DECODING_PLUGINS, DEFAULT_MAX_PIXELS, ImageSpec
 from .image import scaled_size
 from .pixels import stored_range
+from .records import FeatureKind, FeatureValue
 
 log = logging.getLogger(__name__)
 
@@ -355,3 +358,34 @@ def _decode_reduced(ds: Dataset, spec: ImageSpec) -> np.ndarray | None:
         pixels = np.asarray(image)
     shift = 8 * pixels.dtype.itemsize - int(params["precision"])
     return pixels >> shift if shift > 0 else pixels
+
+
+_INT_VRS = frozenset({"IS", "SL", "SS", "UL", "US", "SV", "UV"})
+_FLOAT_VRS = frozenset({"DS", "FL", "FD"})
+
+
+def tag_kind(keyword: str) -> FeatureKind:
+    """The feature kind of a DICOM keyword: int64 / float for single-valued numbers, else bytes.
+    Raises ValueError for a keyword the DICOM dictionary does not know."""
+    if not keyword_dict.get(keyword):
+        raise ValueError(f"{keyword!r} is not a DICOM keyword (e.g. ViewPosition, InstanceNumber)")
+    vr, vm = dictionary_VR(keyword), dictionary_VM(keyword)
+    if vm == "1" and vr in _INT_VRS:
+        return "int64"
+    if vm == "1" and vr in _FLOAT_VRS:
+        return "float"
+    return "bytes"
+
+
+def tag_value(ds: Dataset, keyword: str, kind: FeatureKind) -> FeatureValue:
+    """The value of ``keyword`` in ``ds`` as ``kind``; missing or empty: -1, NaN or b""."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return -1 if kind == "int64" else math.nan if kind == "float" else b""
+    if kind == "int64":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if isinstance(value, (list, tuple, MultiValue)):
+        return "\\".join(str(v) for v in value).encode("utf-8")
+    return str(value).encode("utf-8")

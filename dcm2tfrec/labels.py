@@ -3,35 +3,49 @@
 from __future__ import annotations
 
 import csv
+import json
+import math
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Columns, ConfigError, Failure
+from .records import SCHEMA, FeatureKind, FeatureValue
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _MAX_REPORTED = 20
 
 
+#: Feature names the extra columns and DICOM tags may not take.
+RESERVED_FEATURES = frozenset({*SCHEMA, "mask", "class_name"})
+
+
 @dataclass(frozen=True)
 class Row:
-    """One accepted CSV row: 1-based line number, id exactly as written, path, integer target."""
+    """One accepted CSV row: 1-based line number, id exactly as written, path, integer target,
+    group (``--group-col``), typed extra-column values and mask path."""
 
     line: int
     image_id: str
     path: str
     target: int
+    group: str = ""
+    extras: tuple[FeatureValue, ...] = ()
+    mask: str = ""
 
 
 @dataclass(frozen=True)
 class Labels:
-    """The CSV split into rows to convert and rows rejected already (bad target, duplicate id)."""
+    """The CSV split into rows to convert and rows rejected already (bad target, duplicate id),
+    with the class map (string targets) and the kind of each extra column."""
 
     rows: list[Row]
     failures: list[Failure]
     header: list[str]
+    class_map: dict[str, int] | None = None
+    extra_kinds: dict[str, FeatureKind] = field(default_factory=dict)
 
 
 def parse_target(text: str) -> int:
@@ -45,6 +59,52 @@ def parse_target(text: str) -> int:
     if not INT64_MIN <= value <= INT64_MAX:
         raise ValueError(f"target {text!r} is outside the int64 range")
     return value
+
+
+def column_kind(cells: list[str]) -> FeatureKind:
+    """int64 when every cell is an int64, float when every non-empty cell is a number (empty
+    cells become NaN), bytes otherwise."""
+    filled = [c.strip() for c in cells if c.strip()]
+    if not filled:
+        return "bytes"
+    if len(filled) == len(cells) and all(
+        _INTEGER.fullmatch(c) and INT64_MIN <= int(c) <= INT64_MAX for c in filled
+    ):
+        return "int64"
+    try:
+        for c in filled:
+            float(c)
+    except ValueError:
+        return "bytes"
+    return "float"
+
+
+def typed_value(kind: FeatureKind, cell: str) -> FeatureValue:
+    """A CSV cell as a value of ``kind`` (see :func:`column_kind`)."""
+    if kind == "int64":
+        return int(cell.strip())
+    if kind == "float":
+        return float(cell) if cell.strip() else math.nan
+    return cell.encode("utf-8")
+
+
+def load_class_map(spec: str, values: list[str]) -> dict[str, int]:
+    """``auto``: the sorted unique non-empty ``values`` numbered from 0; else a JSON file
+    ``{"name": id, ...}`` with distinct int ids."""
+    if spec == "auto":
+        return {name: i for i, name in enumerate(sorted({v.strip() for v in values if v.strip()}))}
+    try:
+        data = json.loads(Path(spec).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--class-map {spec}: cannot read a JSON object ({exc})") from None
+    ok = isinstance(data, dict) and all(
+        isinstance(v, int) and not isinstance(v, bool) and INT64_MIN <= v <= INT64_MAX for v in data.values()
+    )
+    if not ok or not data:
+        raise ConfigError(f'--class-map {spec}: expected a JSON object {{"name": integer id, ...}}')
+    if len(set(data.values())) != len(data):
+        raise ConfigError(f"--class-map {spec}: two names share an id")
+    return {str(k).strip(): v for k, v in data.items()}
 
 
 def _template_fields(template: str) -> list[str]:
@@ -95,14 +155,10 @@ def _read_records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     return [h.strip() for h in header], body
 
 
-def read_labels(path: Path, columns: Columns) -> Labels:
-    """Read and validate the labels CSV.
-
-    Structural problems (unreadable file, ragged rows, bad quoting, missing columns) raise
-    ConfigError; row problems (bad target, empty id or path, duplicate id) become Failures.
-    """
-    header, body = _read_records(path)
-    needed = [columns.id_col, columns.target_col]
+def _needed_columns(columns: Columns) -> tuple[list[str], list[str]]:
+    """The columns the options name, and the fields of the path template."""
+    needed = [columns.id_col, columns.target_col, *columns.extra_cols]
+    needed += [c for c in (columns.group_col, columns.mask_col) if c]
     template_fields: list[str] = []
     if columns.path_template:
         template_fields = _template_fields(columns.path_template)
@@ -111,12 +167,33 @@ def read_labels(path: Path, columns: Columns) -> Labels:
         needed.append(columns.path_col)
     else:
         raise ConfigError("give --path-col or --path-template")
+    reserved = sorted(RESERVED_FEATURES & set(columns.extra_cols))
+    if reserved:
+        raise ConfigError(f"--extra-col {', '.join(reserved)}: the record already has a feature of that name")
+    if len(set(columns.extra_cols)) != len(columns.extra_cols):
+        raise ConfigError("--extra-col: a column is named twice")
+    return needed, template_fields
+
+
+def read_labels(path: Path, columns: Columns) -> Labels:
+    """Read and validate the labels CSV.
+
+    Structural problems (unreadable file, ragged rows, bad quoting, missing columns, a bad class
+    map) raise ConfigError; row problems (bad target, empty id, path or group, duplicate id)
+    become Failures.
+    """
+    header, body = _read_records(path)
+    needed, template_fields = _needed_columns(columns)
     missing = [c for c in dict.fromkeys(needed) if c not in header]
     if missing:
         raise ConfigError(
             f"labels CSV {path} has no column {', '.join(map(repr, missing))}; it has {', '.join(header)}"
         )
     index = {name: i for i, name in enumerate(header)}
+    class_map = None
+    if columns.class_map:
+        class_map = load_class_map(columns.class_map, [f[index[columns.target_col]] for _, f in body])
+    kinds = {c: column_kind([f[index[c]] for _, f in body]) for c in columns.extra_cols}
     rows: list[Row] = []
     failures: list[Failure] = []
     first_line: dict[str, int] = {}
@@ -130,6 +207,7 @@ def read_labels(path: Path, columns: Columns) -> Labels:
             empty = []
             rel = fields[index[columns.path_col]]  # type: ignore[index]
         raw_target = fields[index[columns.target_col]]
+        group = fields[index[columns.group_col]].strip() if columns.group_col else ""
         problem: tuple[str, str] | None = None
         if not image_id.strip():
             problem = ("missing_id", f"column {columns.id_col!r} is empty")
@@ -138,6 +216,13 @@ def read_labels(path: Path, columns: Columns) -> Labels:
         elif not rel.strip():
             what = ", ".join(map(repr, empty)) if empty else repr(columns.path_col)
             problem = ("missing_path", f"column {what} is empty")
+        elif columns.group_col and not group:
+            problem = ("missing_group", f"column {columns.group_col!r} is empty")
+        elif class_map is not None:
+            if raw_target.strip() not in class_map:
+                problem = ("bad_target", f"label {raw_target!r} is not in the class map")
+            else:
+                target = class_map[raw_target.strip()]
         else:
             try:
                 target = parse_target(raw_target)
@@ -147,6 +232,8 @@ def read_labels(path: Path, columns: Columns) -> Labels:
             first_line[image_id] = line
         if problem:
             failures.append(Failure(line, image_id, rel, *problem))
-        else:
-            rows.append(Row(line, image_id, rel, target))
-    return Labels(rows=rows, failures=failures, header=header)
+            continue
+        extras = tuple(typed_value(kind, fields[index[c]]) for c, kind in kinds.items())
+        mask = fields[index[columns.mask_col]].strip() if columns.mask_col else ""
+        rows.append(Row(line, image_id, rel, target, group, extras, mask))
+    return Labels(rows, failures, header, class_map, kinds)

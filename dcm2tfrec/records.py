@@ -74,10 +74,20 @@ def serialize_example(features: Mapping[str, tuple[FeatureKind, Sequence[Feature
     return _field(1, entries)
 
 
+Features = Mapping[str, tuple[FeatureKind, FeatureValue]]
+
+
 def make_record(
-    image_png: bytes, target: int, image_id: str, height: int, width: int, channels: int
+    image_png: bytes,
+    target: int,
+    image_id: str,
+    height: int,
+    width: int,
+    channels: int,
+    extra: Features | None = None,
 ) -> bytes:
-    """One record in the :data:`SCHEMA` layout."""
+    """One record: the :data:`SCHEMA` features plus ``extra`` ``{name: (kind, value)}`` ones
+    (extra columns, DICOM tags, the mask), each a single value."""
     values: dict[str, FeatureValue] = {
         "image": image_png,
         "target": target,
@@ -86,7 +96,9 @@ def make_record(
         "width": width,
         "channels": channels,
     }
-    return serialize_example({name: (SCHEMA[name], [values[name]]) for name in SCHEMA})
+    features = {name: (SCHEMA[name], [values[name]]) for name in SCHEMA}
+    features.update({name: (kind, [value]) for name, (kind, value) in (extra or {}).items()})
+    return serialize_example(features)
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING
 from .config import Failure, ImageSpec
 from .faults import inject_row_fault
 from .labels import Row
-from .records import Sample, make_record
+from .records import FeatureKind, Features, FeatureValue, Sample, make_record
 
 if TYPE_CHECKING:
     import numpy as np
     from pydicom.dataset import Dataset
+
+    from .dicom import DicomImage
 
 _limited_pid = 0
 
@@ -39,6 +41,11 @@ class Task:
     memory_limit: int = 0
     parent_pid: int = 0
     faults: str = ""
+    #: Extra CSV columns (values in each Row) and DICOM keywords stored as features, with kinds.
+    extra: tuple[tuple[str, FeatureKind], ...] = ()
+    tags: tuple[tuple[str, FeatureKind], ...] = ()
+    #: Whether rows carry a mask (``--mask-col``); every record then has a ``mask`` feature.
+    masks: bool = False
 
 
 def _limit_memory(task: Task) -> None:
@@ -66,6 +73,42 @@ def render(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
     return place(to_output(scale(pixels, spec), header, spec), spec)
 
 
+class _MaskProblem(Exception):
+    """The row's mask cannot be used (reason ``bad_mask``)."""
+
+
+def _mask_png(row: Row, task: Task, dicom: DicomImage) -> bytes:
+    from .dicom import DicomError, resolve_path
+    from .image import encode_png
+    from .masks import MaskError, empty_mask, fit_mask, read_mask
+
+    spec = task.spec
+    if not row.mask:
+        return encode_png(empty_mask(spec), spec.png_level)
+    try:
+        mask = read_mask(resolve_path(task.image_root, row.mask, task.allow_outside_root))
+    except (DicomError, MaskError, OSError) as exc:
+        raise _MaskProblem(f"mask {row.mask}: {exc}") from None
+    rows, cols = int(dicom.header.Rows), int(dicom.header.Columns)
+    if mask.shape != (rows, cols):
+        raise _MaskProblem(f"mask {row.mask} is {mask.shape[0]} x {mask.shape[1]}, the image {rows} x {cols}")
+    return encode_png(fit_mask(mask, dicom.pixels.shape[:2], spec), spec.png_level)
+
+
+def _features(row: Row, task: Task, dicom: DicomImage) -> Features:
+    """The row's features beyond the schema: extra columns, DICOM tags, the mask."""
+    from .dicom import tag_value
+
+    features: dict[str, tuple[FeatureKind, FeatureValue]] = {}
+    for (name, kind), value in zip(task.extra, row.extras, strict=True):
+        features[name] = (kind, value)
+    for keyword, kind in task.tags:
+        features[keyword] = (kind, tag_value(dicom.header, keyword, kind))
+    if task.masks:
+        features["mask"] = ("bytes", _mask_png(row, task, dicom))
+    return features
+
+
 def process_row(row: Row, task: Task) -> Sample | Failure:
     """Read, decode, transform, resize and encode one row's image into a record."""
     from .dicom import DicomError, read_dicom, resolve_path
@@ -79,6 +122,9 @@ def process_row(row: Row, task: Task) -> Sample | Failure:
         dicom = read_dicom(path, spec)
         out = render(dicom.pixels, dicom.header, spec)
         png = encode_png(out, spec.png_level)
+        features = _features(row, task, dicom)
+    except _MaskProblem as exc:
+        return Failure(row.line, row.image_id, row.path, "bad_mask", str(exc))
     except DicomError as exc:
         return Failure(row.line, row.image_id, row.path, exc.reason, str(exc))
     except MemoryError:
@@ -91,7 +137,7 @@ def process_row(row: Row, task: Task) -> Sample | Failure:
     except Exception as exc:
         return Failure(row.line, row.image_id, row.path, "pixel_error", f"{type(exc).__name__}: {exc}")
     height, width, channels = out.shape
-    payload = make_record(png, row.target, row.image_id, height, width, channels)
+    payload = make_record(png, row.target, row.image_id, height, width, channels, features)
     return Sample(row.line, row.image_id, row.target, payload)
 
 

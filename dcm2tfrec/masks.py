@@ -1,0 +1,61 @@
+"""Segmentation masks: read a mask file (PNG, NumPy .npy or single-frame DICOM) and give it the
+geometry of its image, resized with nearest neighbour so that label values survive."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import ImageSpec
+from .image import place, scaled_size
+
+
+class MaskError(Exception):
+    """The mask cannot be used; the message says why."""
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A 2-D uint8 / uint16 label image from a PNG, a ``.npy`` array or a DICOM file."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            mask = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise MaskError(f"cannot read {path.name} as a NumPy array: {exc}") from None
+    elif suffix == ".png":
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if mask is None:
+            raise MaskError(f"cannot read {path.name} as a PNG")
+    else:
+        from .dicom import DicomError, read_dicom
+
+        try:
+            mask = read_dicom(path).pixels
+        except DicomError as exc:
+            raise MaskError(f"{path.name}: {exc}") from None
+    if mask.ndim == 3 and mask.shape[2] in (3, 4) and (mask[..., :3] == mask[..., :1]).all():
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise MaskError(f"{path.name}: a mask must be one channel, this one has shape {mask.shape}")
+    if mask.dtype == bool:
+        mask = mask.astype(np.uint8)
+    if mask.dtype.kind not in "ui" or mask.size == 0 or mask.min() < 0 or mask.max() > 65535:
+        raise MaskError(f"{path.name}: mask values must be integers 0..65535, got {mask.dtype}")
+    return mask.astype(np.uint8 if mask.max() < 256 else np.uint16)
+
+
+def fit_mask(mask: np.ndarray, decoded: tuple[int, int], spec: ImageSpec) -> np.ndarray:
+    """Resize (nearest neighbour) and pad / crop ``mask`` exactly as the image, which was decoded
+    at ``decoded`` (height, width), was: same scaled size, same placement; one channel."""
+    height, width = decoded
+    size = scaled_size(width, height, spec)
+    scaled = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    return place(scaled, dataclasses.replace(spec, channels=1))
+
+
+def empty_mask(spec: ImageSpec) -> np.ndarray:
+    """The mask of a row without one: all zero, the output size."""
+    return np.zeros((spec.height, spec.width, 1), dtype=np.uint8)
