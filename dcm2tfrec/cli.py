@@ -110,6 +110,46 @@ def _progress_bar(quiet: bool) -> Any:
 )
 @click.option("--target-col", default="target", show_default=True, help="CSV column with the integer target.")
 @click.option(
+    "--class-map",
+    default=None,
+    help="String targets: 'auto' (sorted unique values -> 0..n-1) or a JSON file {name: id}.",
+)
+@click.option(
+    "--extra-col",
+    "extra_cols",
+    multiple=True,
+    help="CSV column stored as a feature, typed int64, float or bytes as its values allow (repeatable).",
+)
+@click.option(
+    "--dicom-tag",
+    "dicom_tags",
+    multiple=True,
+    help="DICOM keyword stored as a feature, e.g. ViewPosition, InstanceNumber (repeatable).",
+)
+@click.option(
+    "--mask-col",
+    default=None,
+    help="CSV column with a mask path (PNG, .npy or DICOM) under --images; stored as feature 'mask'.",
+)
+@click.option(
+    "--split",
+    "split_text",
+    default=None,
+    help="Named splits with fractions, e.g. train=0.8,val=0.1,test=0.1; shards are named by split.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=0),
+    default=0,
+    help="K group-disjoint folds instead of splits; shards fold0-* .. fold{K-1}-*.",
+)
+@click.option(
+    "--group-col",
+    default=None,
+    help="Rows sharing this column's value (e.g. patient_id) stay in one split or fold.",
+)
+@click.option("--stratify", is_flag=True, help="Balance target classes across splits or folds.")
+@click.option(
     "--size",
     default="256",
     show_default=True,
@@ -238,6 +278,7 @@ def convert(**opts: Any) -> None:
         Interrupted,
         OutputError,
         parse_size,
+        parse_split,
         parse_window,
     )
     from .convert import convert as run
@@ -249,7 +290,16 @@ def convert(**opts: Any) -> None:
             labels=opts["labels"],
             images=opts["images"],
             out=opts["out"],
-            columns=Columns(opts["id_col"], opts["path_col"], opts["path_template"], opts["target_col"]),
+            columns=Columns(
+                opts["id_col"],
+                opts["path_col"],
+                opts["path_template"],
+                opts["target_col"],
+                group_col=opts["group_col"],
+                class_map=opts["class_map"],
+                extra_cols=opts["extra_cols"],
+                mask_col=opts["mask_col"],
+            ),
             image=ImageSpec(
                 width=width,
                 height=height,
@@ -272,6 +322,10 @@ def convert(**opts: Any) -> None:
             index=opts["write_index"],
             timeout=opts["timeout"],
             worker_memory=opts["worker_memory"] << 20,
+            split=parse_split(opts["split_text"]) if opts["split_text"] else (),
+            folds=opts["folds"],
+            stratify=opts["stratify"],
+            dicom_tags=opts["dicom_tags"],
         )
         result = run(config, progress=update)
     except ConfigError as exc:

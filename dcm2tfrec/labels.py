@@ -98,10 +98,10 @@ def load_class_map(spec: str, values: list[str]) -> dict[str, int]:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--class-map {spec}: cannot read a JSON object ({exc})") from None
     ok = isinstance(data, dict) and all(
-        isinstance(v, int) and not isinstance(v, bool) and INT64_MIN <= v <= INT64_MAX for v in data.values()
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT64_MAX for v in data.values()
     )
     if not ok or not data:
-        raise ConfigError(f'--class-map {spec}: expected a JSON object {{"name": integer id, ...}}')
+        raise ConfigError(f'--class-map {spec}: expected a JSON object {{"name": id, ...}} with ids >= 0')
     if len(set(data.values())) != len(data):
         raise ConfigError(f"--class-map {spec}: two names share an id")
     return {str(k).strip(): v for k, v in data.items()}

@@ -18,7 +18,7 @@ class MaskError(Exception):
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A 2-D uint8 / uint16 label image from a PNG, a ``.npy`` array or a DICOM file."""
+    """A 2-D uint8 label image (labels 0..255) from a PNG, a ``.npy`` array or a DICOM file."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
@@ -42,9 +42,9 @@ def read_mask(path: Path) -> np.ndarray:
         raise MaskError(f"{path.name}: a mask must be one channel, this one has shape {mask.shape}")
     if mask.dtype == bool:
         mask = mask.astype(np.uint8)
-    if mask.dtype.kind not in "ui" or mask.size == 0 or mask.min() < 0 or mask.max() > 65535:
-        raise MaskError(f"{path.name}: mask values must be integers 0..65535, got {mask.dtype}")
-    return mask.astype(np.uint8 if mask.max() < 256 else np.uint16)
+    if mask.dtype.kind not in "ui" or mask.size == 0 or mask.min() < 0 or mask.max() > 255:
+        raise MaskError(f"{path.name}: mask values must be integer labels 0..255 ({mask.dtype} given)")
+    return mask.astype(np.uint8)
 
 
 def fit_mask(mask: np.ndarray, decoded: tuple[int, int], spec: ImageSpec) -> np.ndarray:

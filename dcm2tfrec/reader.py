@@ -32,16 +32,55 @@ class ShardError(ValueError):
     """A shard does not match its manifest, or shards cannot be split as asked; names the file."""
 
 
-def feature_spec() -> dict[str, tf.io.FixedLenFeature]:
-    """The ``tf.io.parse_example`` spec for every feature of :data:`records.SCHEMA`."""
-    return {name: tf.io.FixedLenFeature([], _DTYPES[kind]) for name, kind in SCHEMA.items()}
+def feature_spec(schema: dict[str, str] | None = None) -> dict[str, tf.io.FixedLenFeature]:
+    """The ``tf.io.parse_example`` spec for every feature of ``schema`` (a manifest's ``schema``:
+    extra columns, DICOM tags, mask), by default :data:`records.SCHEMA`."""
+    return {name: tf.io.FixedLenFeature([], _DTYPES[kind]) for name, kind in (schema or SCHEMA).items()}
 
 
-def parse_example(serialized: tf.Tensor) -> dict[str, Any]:
+def parse_example(serialized: tf.Tensor, schema: dict[str, str] | None = None) -> dict[str, Any]:
     """Parse one serialized record, or a batch of them, into a dict of tensors (image still PNG)."""
     if serialized.shape.rank == 0:
-        return tf.io.parse_single_example(serialized, feature_spec())
-    return tf.io.parse_example(serialized, feature_spec())
+        return tf.io.parse_single_example(serialized, feature_spec(schema))
+    return tf.io.parse_example(serialized, feature_spec(schema))
+
+
+def class_names(source: Source) -> list[str]:
+    """The class names of a run converted with ``--class-map``, indexed by target id."""
+    manifest = resolve_source(source).manifest or {}
+    mapping: dict[str, int] = manifest.get("class_map") or {}
+    if not mapping:
+        raise ShardError("these shards were converted without --class-map: targets have no names")
+    names = [""] * (max(mapping.values()) + 1)
+    for name, target in mapping.items():
+        names[target] = name
+    return names
+
+
+def select(
+    shards: ShardSet, split: str | Sequence[str] | None, exclude: str | Sequence[str] | None
+) -> ShardSet:
+    """The files of some splits or folds (``split="val"``, ``split="fold3"``), or of all but some
+    (``exclude="fold3"``: the other folds), as the manifest lists them."""
+    if split is None and exclude is None:
+        return shards
+    parts: dict[str, Any] = ((shards.manifest or {}).get("splits") or {}).get("parts", {})
+    if not parts:
+        raise ShardError("these shards were converted without --split / --folds")
+    wanted = [split] if isinstance(split, str) else list(split or parts)
+    dropped = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    unknown = sorted(set(wanted + dropped) - set(parts))
+    if unknown:
+        raise ShardError(f"no split or fold {', '.join(unknown)}; the manifest has {', '.join(parts)}")
+    names = {f for name in wanted if name not in dropped for f in parts[name]["shards"]}
+    keep = [i for i, f in enumerate(shards.files) if posixpath.basename(f) in names]
+    return ShardSet(
+        [shards.files[i] for i in keep],
+        [shards.counts[i] for i in keep],
+        shards.manifest,
+        [shards.sizes[i] for i in keep],
+        [shards.sha256[i] for i in keep],
+    )
 
 
 @dataclass(frozen=True)
@@ -195,6 +234,8 @@ def make_dataset(
     shuffle_buffer: int = 1024,
     cycle_length: int = 8,
     check: str = "size",
+    split: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
 ) -> tf.data.Dataset:
     """A batched ``tf.data.Dataset`` of ``(image, target)`` (or a dict of every feature).
 
@@ -206,8 +247,11 @@ def make_dataset(
     ``num_shards``/``index`` split the files between workers. ``check`` verifies the files
     against the manifest first (``size``, ``sha256`` or ``none``). The cardinality is known
     (from the manifest or the shard names) unless ``repeat``, so ``len(ds)`` works.
+    ``split`` / ``exclude`` pick splits or folds by name (``exclude="fold3"``: all folds but 3).
+    With ``with_features`` the dict also holds the extra columns and DICOM tags, ``mask``
+    (decoded, uint8, (H, W, 1)) and ``class_name`` when the run had them.
     """
-    shards = resolve_source(source)
+    shards = select(resolve_source(source), split, exclude)
     if num_shards > 1:
         shards = shard_files(shards, num_shards, index)
     check_shards(shards, check)
@@ -226,6 +270,8 @@ def make_dataset(
         )
     channels = int(image_cfg.get("channels", 0))
     shape = [image_cfg.get("height"), image_cfg.get("width"), channels or None]
+    schema = (shards.manifest or {}).get("schema") or dict(SCHEMA)
+    names = class_names(source) if (shards.manifest or {}).get("class_map") and with_features else None
 
     files = tf.data.Dataset.from_tensor_slices(shards.files)
     if shuffle:
@@ -245,7 +291,7 @@ def make_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def decode(serialized: tf.Tensor) -> Any:
-        features = tf.io.parse_example(serialized, feature_spec())
+        features = tf.io.parse_example(serialized, feature_spec(schema))
         images = tf.map_fn(
             lambda png: tf.ensure_shape(tf.io.decode_png(png, channels=channels, dtype=png_dtype), shape),
             features["image"],
@@ -262,7 +308,17 @@ def make_dataset(
         elif bits == 8 and out_dtype == tf.float32:
             images = tf.cast(images, tf.float32) / 255.0
         if with_features:
-            return {**features, "image": images}
+            features = {**features, "image": images}
+            if "mask" in features:
+                mask_shape = [shape[0], shape[1], 1]
+                features["mask"] = tf.map_fn(
+                    lambda png: tf.ensure_shape(tf.io.decode_png(png, channels=1), mask_shape),
+                    features["mask"],
+                    fn_output_signature=tf.TensorSpec(mask_shape, tf.uint8),
+                )
+            if names is not None:
+                features["class_name"] = tf.gather(tf.constant(names), features["target"])
+            return features
         return images, features["target"]
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)

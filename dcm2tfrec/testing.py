@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -241,6 +242,69 @@ def make_demo(root: Path, count: int = 24) -> Path:
         writer.writerow(["image_id", "patient_id", "path", "target"])
         writer.writerows(rows)
     return labels
+
+
+#: Identifying values written into every make_patients file; scan must never output them.
+IDENTIFYING: dict[str, Any] = {
+    "PatientName": "Doe^Jane",
+    "PatientBirthDate": "19700101",
+    "PatientAddress": "1 Main St Springfield",
+}
+
+
+def make_patients(root: Path, patients: int = 30, seed: int = 0) -> Path:
+    """A multi-patient dataset for splits, folds, class maps, extra columns, DICOM tags and masks.
+
+    Each patient has 1-4 images of 64 x 48 (a bright rectangle on a dark ramp; its mask labels the
+    rectangle 1) and one string label (``benign`` / ``malignant``, about a third malignant).
+    Images are native or JPEG 2000; masks are PNG, .npy, DICOM or absent (every fourth row).
+    Columns: image_id, patient_id, path, label, age (int), density (float, some empty), site
+    (text), mask. Every file also carries :data:`IDENTIFYING`. Returns the labels CSV path.
+    """
+    rng = np.random.default_rng(seed)
+    images = root / "images"
+    (images / "masks").mkdir(parents=True, exist_ok=True)
+    lines = [("image_id", "patient_id", "path", "label", "age", "density", "site", "mask")]
+    n = 0
+    for p in range(patients):
+        patient = f"P{p:03d}"
+        label = "malignant" if rng.random() < 0.33 else "benign"
+        age = str(int(rng.integers(35, 80)))
+        for k in range(int(rng.integers(1, 5))):
+            image_id = f"{patient}_{k}"
+            y, x = int(rng.integers(4, 24)), int(rng.integers(4, 36))
+            mask = np.zeros((48, 64), np.uint8)
+            mask[y : y + 16, x : x + 20] = 1
+            pixels = ramp(48, 64, 100, 900, np.uint16) + mask.astype(np.uint16) * 3000
+            rel = f"{patient}/{image_id}.dcm"
+            write_dicom(
+                images / rel,
+                pixels,
+                bits_stored=12,
+                transfer_syntax="j2k" if n % 3 == 0 else "explicit_le",
+                modality="MG",
+                patient_id=patient,
+                ViewPosition="CC" if k % 2 == 0 else "MLO",
+                ImageLaterality="L" if k < 2 else "R",
+                InstanceNumber=k + 1,
+                **IDENTIFYING,
+            )
+            kind = ("png", "npy", "dcm", "")[n % 4]
+            mask_rel = f"masks/{image_id}.{kind}" if kind else ""
+            if kind == "png":
+                cv2.imwrite(str(images / mask_rel), mask)
+            elif kind == "npy":
+                np.save(images / mask_rel, mask)
+            elif kind == "dcm":
+                write_dicom(images / mask_rel, mask, modality="SEG")
+            density = "" if n % 5 == 4 else f"{rng.random():.3f}"
+            lines.append(
+                (image_id, patient, rel, label, age, density, ("left", "right", "centre")[p % 3], mask_rel)
+            )
+            n += 1
+    with open(root / "labels.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(lines)
+    return root / "labels.csv"
 
 
 def _patched(src: Path, dst: Path, **changes: Any) -> Path:
