@@ -52,7 +52,7 @@ def fit_mask(mask: np.ndarray, decoded: tuple[int, int], spec: ImageSpec) -> np.
     at ``decoded`` (height, width), was: same scaled size, same placement; one channel."""
     height, width = decoded
     size = scaled_size(width, height, spec)
-    scaled = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    scaled = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST_EXACT)
     return place(scaled, dataclasses.replace(spec, channels=1))
 
 

@@ -219,3 +219,15 @@ def test_fingerprint_differences_name_each_leaf() -> None:
     new = {"config": {"seed": 1, "image": {"width": 32}}, "labels_sha256": "b"}
     assert fingerprint_differences(old, new) == ["config.image.width: 64 -> 32", "labels_sha256: 'a' -> 'b'"]
     assert fingerprint_differences(old, old) == []
+
+
+def test_kill_9_mid_fold_then_resume_gives_the_uninterrupted_bytes(demo, tmp_path: Path) -> None:
+    labels, images, _ = demo
+    folds = ["--folds", "3", "--group-col", "patient_id", "--stratify"]
+    assert _run(labels, images, tmp_path / "reference", *folds).returncode == 3
+    out = tmp_path / "out"
+    _killed(demo, out, "row:13", *folds)  # inside the second fold
+    assert _run(labels, images, out, "--resume", *folds[:2]).returncode == 2  # options differ
+    assert _run(labels, images, out, "--resume", *folds).returncode == 3
+    assert output_bytes(out) == output_bytes(tmp_path / "reference")
+    assert any(name.startswith("fold2-") for name in output_bytes(out))
