@@ -67,6 +67,15 @@ def _summary(result: ConvertResult) -> str:
         lines.append("rejected 0 rows")
     counts = ", ".join(f"{k}: {v}" for k, v in result.manifest["target_counts"].items())
     lines.append(f"targets {counts or '-'}")
+    splits = result.manifest.get("splits")
+    for name, part in (splits or {}).get("parts", {}).items():
+        targets = ", ".join(f"{k}: {v}" for k, v in part["record_target_counts"].items())
+        lines.append(
+            f"  {name}: {part['records']} records in {len(part['shards'])} shard(s), "
+            f"{part['groups']} group(s), targets {targets or '-'}"
+        )
+    if splits:
+        lines.append(f"groups disjoint across splits: {'yes' if splits['groups_disjoint'] else 'NO'}")
     return "\n".join(lines)
 
 
@@ -395,6 +404,59 @@ def inspect(
         for line in extra:
             click.echo(line)
     sys.exit(EXIT_OK if report.ok else EXIT_USAGE)
+
+
+@cli.command()
+@click.option("--images", type=click.Path(path_type=Path), required=True, help="Root folder of DICOM files.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Table to write: .csv or .parquet."
+)
+@click.option(
+    "--labels", type=click.Path(path_type=Path), help="Scan the files this CSV names; join its rows."
+)
+@click.option("--id-col", default="image_id", show_default=True, help="Labels CSV id column.")
+@click.option("--path-col", default="path", show_default=True, help="Labels CSV path column.")
+@click.option(
+    "--path-template", default=None, help="Build the path from columns, e.g. '{patient_id}/{image_id}.dcm'."
+)
+@click.option("--size", default="256", show_default=True, help="Output size for the projected convert size.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True)
+@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="0 = all cores.")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON instead of text.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def scan(**opts: Any) -> None:
+    """Read every DICOM header under --images (no pixel data) into a table, and profile it.
+
+    \b
+    One row per file (per labels row with --labels): UIDs, PatientID, geometry, bit depth,
+    transfer syntax, rescale, windows, views, file size, and the reason when unreadable.
+    Names, birth dates, addresses and other identifying attributes are never written.
+    Exit codes: 0 table written; 2 usage error.
+    """
+    import json
+
+    from .config import Columns, ConfigError, parse_size
+    from .scan import iter_profile_lines, profile, write_table
+    from .scan import scan as run
+
+    update, close = _progress_bar(opts["quiet"])
+    try:
+        width, height = parse_size(opts["size"])
+        columns = Columns(opts["id_col"], opts["path_col"], opts["path_template"])
+        table = run(opts["images"], opts["labels"], columns, opts["workers"], update)
+        write_table(table, opts["out"])
+    except ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+    finally:
+        close()
+    report = profile(table, width, height, int(opts["channels"]), int(opts["bits"]))
+    if opts["as_json"]:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        click.echo(f"dcm2tfrec scan: {len(table.rows)} row(s) -> {opts['out']}")
+        for line in iter_profile_lines(report):
+            click.echo(line)
 
 
 def main() -> None:

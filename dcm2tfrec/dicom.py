@@ -103,16 +103,17 @@ def resolve_path(image_root: Path, rel: str, allow_outside_root: bool) -> Path:
     return full
 
 
-def _read_dataset(path: Path) -> Dataset:
-    """dcmread; a file without preamble is accepted only if it parses to an image dataset."""
+def read_dataset(path: Path, headers_only: bool = False) -> Dataset:
+    """dcmread (without pixel data when ``headers_only``); a file without preamble is accepted
+    only if it parses to an image dataset. Raises DicomError."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
     except InvalidDicomError as exc:
         try:
-            ds = pydicom.dcmread(path, force=True)
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=headers_only)
         except Exception:
             raise DicomError("not_dicom", f"not a DICOM file: {exc}") from None
-        if "PixelData" not in ds or "Rows" not in ds:
+        if ("PixelData" not in ds and not headers_only) or "Rows" not in ds:
             raise DicomError("not_dicom", f"not a DICOM file: {exc}") from None
     except (OSError, EOFError) as exc:
         raise DicomError("truncated", f"the DICOM header ends early: {exc}") from None
@@ -228,7 +229,7 @@ def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:
     max_pixels = spec.max_pixels if spec is not None else DEFAULT_MAX_PIXELS
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = _read_dataset(path)
+        ds = read_dataset(path)
         ended_early = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
         if ended_early:
             raise DicomError("truncated", ended_early[0])

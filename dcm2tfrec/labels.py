@@ -117,7 +117,7 @@ def _template_fields(template: str) -> list[str]:
     return names
 
 
-def _read_records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def read_records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Read the CSV strictly; return the header and (start line, fields) per non-blank record."""
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
@@ -182,7 +182,7 @@ def read_labels(path: Path, columns: Columns) -> Labels:
     map) raise ConfigError; row problems (bad target, empty id, path or group, duplicate id)
     become Failures.
     """
-    header, body = _read_records(path)
+    header, body = read_records(path)
     needed, template_fields = _needed_columns(columns)
     missing = [c for c in dict.fromkeys(needed) if c not in header]
     if missing:
