@@ -67,6 +67,12 @@ def output_bytes(out: Path) -> dict[str, Any]:
     return files
 
 
+def rows_by_id(labels: Path) -> dict[str, dict[str, str]]:
+    """A labels CSV's rows by their ``image_id``."""
+    with open(labels, newline="", encoding="utf-8") as handle:
+        return {r["image_id"]: r for r in csv.DictReader(handle)}
+
+
 def read_errors(out: Path) -> list[dict[str, str]]:
     with open(out / "errors.csv", newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))

@@ -16,17 +16,12 @@ from dcm2tfrec.labels import column_kind
 from dcm2tfrec.reader import class_names, make_dataset
 from dcm2tfrec.testing import make_patients
 
-from .conftest import read_errors
+from .conftest import read_errors, rows_by_id
 
 
 @pytest.fixture(scope="module")
 def patients(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_patients(tmp_path_factory.mktemp("features"), patients=12)
-
-
-def _csv(labels: Path) -> dict[str, dict[str, str]]:
-    with open(labels, newline="", encoding="utf-8") as handle:
-        return {r["image_id"]: r for r in csv.DictReader(handle)}
 
 
 def _columns(**kw) -> Columns:
@@ -49,7 +44,7 @@ def _convert(labels: Path, out: Path, spec: ImageSpec | None = None, **kw) -> di
 
 def test_class_map_auto_round_trips_names(patients: Path, tmp_path: Path) -> None:
     records = _convert(patients, tmp_path / "out")
-    rows = _csv(patients)
+    rows = rows_by_id(patients)
     assert class_names(tmp_path / "out") == ["benign", "malignant"]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["class_map"] == {
         "benign": 0,
@@ -65,7 +60,7 @@ def test_class_map_file_rejects_unknown_labels(patients: Path, tmp_path: Path) -
     mapping.write_text(json.dumps({"malignant": 7}))
     out = tmp_path / "out"
     records = _convert(patients, out, columns=Columns(target_col="label", class_map=str(mapping)))
-    rows = _csv(patients)
+    rows = rows_by_id(patients)
     benign = {i for i, r in rows.items() if r["label"] == "benign"}
     assert set(records) == set(rows) - benign
     assert all(r["target"] == 7 and r["class_name"] == b"malignant" for r in records.values())
@@ -93,7 +88,7 @@ def test_extra_columns_and_dicom_tags_are_typed(patients: Path, tmp_path: Path) 
         "ViewPosition": "bytes",
         "InstanceNumber": "int64",
     }
-    rows = _csv(patients)
+    rows = rows_by_id(patients)
     for image_id, record in records.items():
         row, k = rows[image_id], int(image_id.rsplit("_", 1)[1])
         assert record["age"] == int(row["age"]) and record["age"].dtype == np.int64
@@ -144,7 +139,7 @@ def test_column_kind() -> None:
 )
 def test_masks_stay_aligned_with_their_images(patients: Path, tmp_path: Path, spec: ImageSpec) -> None:
     records = _convert(patients, tmp_path / "out", spec, columns=_columns(mask_col="mask"))
-    rows = _csv(patients)
+    rows = rows_by_id(patients)
     for image_id, record in records.items():
         mask = record["mask"]
         assert mask.shape == (spec.height, spec.width, 1) and mask.dtype == np.uint8
@@ -162,7 +157,7 @@ def test_masks_stay_aligned_with_their_images(patients: Path, tmp_path: Path, sp
 def test_bad_masks_cost_their_row(patients: Path, tmp_path: Path) -> None:
     root = tmp_path / "data"
     labels = make_patients(root, patients=3)
-    rows = list(_csv(labels).values())
+    rows = list(rows_by_id(labels).values())
     with_mask = [r for r in rows if r["mask"]]
     (root / "images" / with_mask[0]["mask"]).unlink()
     np.save(root / "images" / "masks" / "small.npy", np.zeros((10, 10), np.uint8))

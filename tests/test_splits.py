@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,8 @@ from dcm2tfrec.labels import Row
 from dcm2tfrec.reader import make_dataset
 from dcm2tfrec.splits import assign, describe
 from dcm2tfrec.testing import make_patients
+
+from .conftest import rows_by_id
 
 
 def _rows(groups: int, seed: int = 0) -> list[Row]:
@@ -77,11 +78,6 @@ def patients(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_patients(tmp_path_factory.mktemp("patients"), patients=36)
 
 
-def _csv(labels: Path) -> dict[str, dict[str, str]]:
-    with open(labels, newline="", encoding="utf-8") as handle:
-        return {r["image_id"]: r for r in csv.DictReader(handle)}
-
-
 def _config(labels: Path, out: Path, **kw) -> ConvertConfig:
     kw.setdefault("columns", Columns(target_col="label", class_map="auto", group_col="patient_id"))
     return ConvertConfig(
@@ -97,7 +93,7 @@ def _ids(out: Path, **select) -> list[str]:
 def test_split_by_patient_end_to_end(patients: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = convert(_config(patients, out, split=PARTS, stratify=True))
-    rows = _csv(patients)
+    rows = rows_by_id(patients)
     assert result.records == len(rows)
     manifest = json.loads((out / "manifest.json").read_text())
     parts = manifest["splits"]["parts"]
@@ -123,7 +119,7 @@ def test_folds_are_disjoint_complete_file_lists(patients: Path, tmp_path: Path) 
     files = [f for p in parts.values() for f in p["shards"]]
     assert sorted(files) == sorted(s["file"] for s in manifest["shards"])
     assert len(set(files)) == len(files)
-    rows = _csv(patients)
+    rows = rows_by_id(patients)
     patients_by_fold = {name: {rows[i]["patient_id"] for i in _ids(out, split=name)} for name in parts}
     for a in parts:
         for b in parts:
