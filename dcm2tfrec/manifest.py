@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import platform
 from collections.abc import Iterable
 from importlib import metadata
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Failure, OutputError
-from .faults import fault_point
+from .shards import write_synced
 
 MANIFEST_NAME = "manifest.json"
 ERRORS_NAME = "errors.csv"
@@ -49,17 +48,10 @@ def library_versions() -> dict[str, str | None]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.partial")
+    """Write ``text`` to ``path`` through a temporary file and a rename; raises OutputError."""
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        fault_point(f"write:{path.name}")
-        os.replace(tmp, path)
+        write_synced(path, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"writing {path} failed: {exc.strerror or exc}") from exc
 
 

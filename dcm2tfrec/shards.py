@@ -107,13 +107,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_synced(path: Path, text: str) -> None:
+def write_synced(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` through a fsynced hidden temporary file and a rename;
+    raises OSError (the temporary file is removed)."""
     tmp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
-    with open(tmp, "w", encoding="ascii") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fault_point(f"write:{path.name}")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -192,7 +199,7 @@ class ShardWriter:
                 raise OSError(f"{partial} does not read back as written (size or SHA-256 differ)")
             index = index_name(final.name) if self.write_index else None
             if index:
-                _write_synced(self.out_dir / index, index_text(self._offsets))
+                write_synced(self.out_dir / index, index_text(self._offsets))
             fault_point(f"publish:{self.index}")
             os.replace(partial, final)
             _fsync_dir(self.out_dir)
