@@ -53,6 +53,7 @@ from .shards import (
     ShardInfo,
     ShardWriter,
     file_sha256,
+    shard_prefix,
 )
 from .splits import assign, fold_names
 from .splits import describe as describe_assignment
@@ -332,7 +333,7 @@ def _sections(
     """The manifest's ``splits``: per split or fold, its shards, records, targets and rejections."""
     lines = {row.line: name for name, part in rows.items() for row in part}
     for name, part in assignment["parts"].items():
-        shards = [s for s in steps if s.shard and _prefix(s.shard.file) == name]
+        shards = [s for s in steps if s.shard and shard_prefix(s.shard.file) == name]
         targets: Counter[int] = Counter()
         for step in shards:
             targets.update(step.targets)
@@ -343,12 +344,6 @@ def _sections(
             rejected=sum(1 for f in failures if lines.get(f.line) == name),
         )
     return assignment
-
-
-def _prefix(shard_file: str) -> str:
-    match = SHARD_NAME.match(shard_file)
-    assert match, shard_file
-    return match.group("prefix")
 
 
 def _manifest(
@@ -431,7 +426,7 @@ def _drain(
                     journal.append(tally.step(writer.published[-1]))
             else:
                 tally.failures.append(item)
-            fault_point(f"row:{tally.position}")
+            fault_point("row", tally.position)
         progress()
 
 
@@ -478,7 +473,7 @@ def _convert(config: ConvertConfig, labels: Labels, progress: Progress | None) -
                 prefix,
                 config.records_per_shard,
                 write_index=config.index,
-                first_index=sum(1 for s in journal.steps if s.shard and _prefix(s.shard.file) == prefix),
+                first_index=sum(1 for s in journal.steps if s.shard and shard_prefix(s.shard.file) == prefix),
             )
             chunks = plan(part, config.shuffle, config.seed, config.rows_per_task(len(part)), start)
             _drain(_results(config, task, chunks), writer, journal, tally, report)

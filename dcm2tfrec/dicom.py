@@ -387,6 +387,14 @@ def tag_value(ds: Dataset, keyword: str, kind: FeatureKind) -> FeatureValue:
         return int(value)
     if kind == "float":
         return float(value)
+    return tag_text(ds, keyword).encode("utf-8")
+
+
+def tag_text(ds: Dataset, keyword: str) -> str:
+    """The value of ``keyword`` in ``ds`` as text: multiple values joined by ``\\``; missing: ""."""
+    value = ds.get(keyword)
+    if value is None:
+        return ""
     if isinstance(value, (list, tuple, MultiValue)):
-        return "\\".join(str(v) for v in value).encode("utf-8")
-    return str(value).encode("utf-8")
+        return "\\".join(str(v) for v in value)
+    return str(value)

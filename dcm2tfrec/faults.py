@@ -36,8 +36,9 @@ def inject_row_fault(faults: str, image_id: str) -> None:
         bytearray(1 << 40)
 
 
-def fault_point(name: str) -> None:
-    """SIGKILL this process when the environment's fault spec says ``{"@name": "kill"}``."""
+def fault_point(point: str, where: object) -> None:
+    """SIGKILL this process when the environment's fault spec says ``{"@point:where": "kill"}``
+    (the name is only built when a spec is set: this runs once per record)."""
     faults = os.environ.get(FAULTS_ENV)
-    if faults and json.loads(faults).get(f"@{name}") == "kill":
+    if faults and json.loads(faults).get(f"@{point}:{where}") == "kill":
         _kill_self()

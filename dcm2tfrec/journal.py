@@ -71,7 +71,7 @@ class Journal:
     def append(self, step: Step) -> None:
         """Record a finished step durably."""
         assert self._handle is not None
-        fault_point(f"journal:{len(self.steps)}")
+        fault_point("journal", len(self.steps))
         try:
             self._handle.write(_line(step.to_json()))
             self._handle.flush()

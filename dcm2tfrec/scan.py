@@ -55,17 +55,9 @@ PNG_RATIO = (0.2, 0.4)
 Progress = Callable[[int, int], None]
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value)
-
-
 def read_header(root: Path, rel: str) -> dict[str, str]:
     """The table row of one file: its header values, or ``error`` / ``message`` when unreadable."""
-    from .dicom import DicomError, read_dataset, resolve_path
+    from .dicom import DicomError, read_dataset, resolve_path, tag_text
 
     row = dict.fromkeys(HEADER_COLUMNS, "")
     row["path"] = rel
@@ -87,7 +79,7 @@ def read_header(root: Path, rel: str) -> dict[str, str]:
     for tag in TAGS:
         source = meta if tag == "TransferSyntaxUID" else ds
         try:
-            row[tag] = _text(source.get(tag)) if source is not None else ""
+            row[tag] = tag_text(source, tag) if source is not None else ""
         except Exception as exc:  # a damaged element: say which
             row.update(error="bad_header", message=f"{tag}: {type(exc).__name__}: {exc}")
     return row

@@ -34,6 +34,14 @@ def shard_name(prefix: str, index: int, count: int) -> str:
     return f"{prefix}-{index:05d}-{count}{SHARD_SUFFIX}"
 
 
+def shard_prefix(shard: str) -> str:
+    """The prefix (split or fold name) of a shard file name."""
+    match = SHARD_NAME.match(shard)
+    if not match:
+        raise ValueError(f"{shard!r} is not a shard name")
+    return match.group("prefix")
+
+
 def index_name(shard: str) -> str:
     """The index file of a shard: ``train-00003-1000.idx`` next to ``train-00003-1000.tfrec``."""
     return shard.removesuffix(SHARD_SUFFIX) + INDEX_SUFFIX
@@ -116,7 +124,7 @@ def write_synced(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        fault_point(f"write:{path.name}")
+        fault_point("write", path.name)
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
@@ -200,7 +208,7 @@ class ShardWriter:
             index = index_name(final.name) if self.write_index else None
             if index:
                 write_synced(self.out_dir / index, index_text(self._offsets))
-            fault_point(f"publish:{self.index}")
+            fault_point("publish", self.index)
             os.replace(partial, final)
             _fsync_dir(self.out_dir)
         except OSError as exc:
