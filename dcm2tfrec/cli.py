@@ -197,7 +197,8 @@ def _progress_bar(quiet: bool) -> Any:
     type=click.IntRange(0, 9),
     default=1,
     show_default=True,
-    help="PNG compression level (1: fast; higher levels are slower for a few percent smaller files).",
+    help="PNG compression: 1 = fast (up filter, run-length deflate), 2-9 = zlib level with adaptive filters "
+    "(much slower, at most a few percent smaller), 0 = none.",
 )
 @click.option(
     "--max-pixels",

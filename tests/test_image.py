@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -71,3 +73,35 @@ def test_png_is_lossless_for_16_bit_and_deterministic() -> None:
     assert data == encode_png(img.copy(), 3)
     back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     assert back.dtype == np.uint16 and np.array_equal(back, img[:, :, 0])
+
+
+def _png_row_filters(data: bytes) -> set[int]:
+    """The filter type byte of every row of a single-IDAT-stream PNG (grey, 8-bit rows here)."""
+    pos, idat = 8, b""
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    width = int.from_bytes(data[16:20], "big")
+    return set(raw[:: width + 1])
+
+
+@pytest.mark.parametrize("level", range(10))
+@pytest.mark.parametrize(("dtype", "channels"), [(np.uint8, 1), (np.uint16, 1), (np.uint8, 3), (np.uint16, 3)])
+def test_every_png_level_is_lossless(level: int, dtype: type, channels: int) -> None:
+    rng = np.random.default_rng(level)
+    top = np.iinfo(dtype).max
+    img = rng.integers(0, top, size=(37, 23, channels), endpoint=True).astype(dtype)
+    img[:10] = top // 3  # a flat band, so run-length and row filters have something to do
+    back = cv2.imdecode(np.frombuffer(encode_png(img, level), np.uint8), cv2.IMREAD_UNCHANGED)
+    if channels == 3:
+        back = cv2.cvtColor(back, cv2.COLOR_BGR2RGB)
+    assert back.dtype == dtype and np.array_equal(back.reshape(img.shape), img)
+
+
+def test_default_png_level_uses_the_up_filter_on_every_row() -> None:
+    img = np.tile(np.arange(64, dtype=np.uint8) * 3, (48, 1))[:, :, np.newaxis]
+    assert _png_row_filters(encode_png(img, 1)) == {2}  # PNG filter type 2 = Up
+    assert _png_row_filters(encode_png(img, 6)) != {2}  # adaptive filters pick others here
