@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import re
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from joblib import Parallel, delayed
-from joblib.executor import get_memmapping_executor
-from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from . import __version__
 from .config import (
@@ -44,6 +39,7 @@ from .manifest import (
     write_errors,
     write_manifest,
 )
+from .pool import WorkerPool
 from .records import SCHEMA, FeatureKind, Sample
 from .shards import (
     INDEX_SUFFIX,
@@ -57,7 +53,7 @@ from .shards import (
 )
 from .splits import assign, fold_names
 from .splits import describe as describe_assignment
-from .worker import Task, process_chunk, run_isolated
+from .worker import Task
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".dcm2tfrec.lock"
@@ -253,47 +249,6 @@ def segments(
     return list(assigned.items()), describe_assignment(assigned, config.columns.group_col, config.stratify)
 
 
-def _one_worker(task: Task, chunks: list[list[Row]], timeout: float) -> Iterator[list[Sample | Failure]]:
-    """``--workers 1``: one worker process, so a crash, a hang or the memory cap costs only its row
-    as with more workers (joblib would run ``n_jobs=1`` in this process); two tasks in flight."""
-    executor = get_memmapping_executor(1)  # the pool joblib.Parallel uses too
-    window: deque[tuple[Future[list[Sample | Failure]], int]] = deque()
-    try:
-        for i, chunk in enumerate(chunks):
-            window.append((executor.submit(process_chunk, chunk, task), len(chunk)))
-            while window and (len(window) > 1 or i == len(chunks) - 1):
-                future, rows = window.popleft()
-                yield future.result(timeout=timeout * rows)
-    except TimeoutError:
-        executor.shutdown(wait=False, kill_workers=True)
-        raise
-
-
-def _results(config: ConvertConfig, task: Task, chunks: list[list[Row]]) -> Iterator[list[Sample | Failure]]:
-    """Chunk results in plan order. When a worker dies or a chunk overruns its time, the pool is
-    restarted and that chunk's rows are re-run one by one, each alone in a fresh process."""
-    done = 0
-    while done < len(chunks):
-        if config.n_workers == 1:
-            results = _one_worker(task, chunks[done:], config.timeout)
-        else:
-            results = Parallel(
-                n_jobs=config.n_workers,
-                return_as="generator",
-                pre_dispatch="2*n_jobs",
-                batch_size=1,
-                timeout=config.timeout * len(chunks[done]),
-            )(delayed(process_chunk)(chunk, task) for chunk in chunks[done:])
-        try:
-            for result in results:
-                yield result
-                done += 1
-        except (TerminatedWorkerError, multiprocessing.TimeoutError, TimeoutError) as exc:
-            log.warning("chunk %d failed (%s); re-running its rows one at a time", done, type(exc).__name__)
-            yield [run_isolated(row, task, config.timeout) for row in chunks[done]]
-            done += 1
-
-
 def _fingerprint(config: ConvertConfig, labels_sha256: str, labels: Labels) -> dict[str, Any]:
     """Everything that shapes the output bytes: resuming requires the same fingerprint."""
     options = config.describe()
@@ -440,11 +395,13 @@ def convert(config: ConvertConfig, progress: Progress | None = None) -> ConvertR
     labels = read_labels(config.labels, config.columns)
     if not config.resume:
         check_output(config.out, config.overwrite)
-    with output_lock(config.out):
-        return _convert(config, labels, progress)
+    with output_lock(config.out), WorkerPool(config.n_workers) as pool:
+        return _convert(config, labels, pool, progress)
 
 
-def _convert(config: ConvertConfig, labels: Labels, progress: Progress | None) -> ConvertResult:
+def _convert(
+    config: ConvertConfig, labels: Labels, pool: WorkerPool, progress: Progress | None
+) -> ConvertResult:
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     fingerprint = _fingerprint(config, file_sha256(config.labels), labels)
     steps = _resumable_steps(config.out, fingerprint) if config.resume else []
@@ -476,7 +433,7 @@ def _convert(config: ConvertConfig, labels: Labels, progress: Progress | None) -
                 first_index=sum(1 for s in journal.steps if s.shard and shard_prefix(s.shard.file) == prefix),
             )
             chunks = plan(part, config.shuffle, config.seed, config.rows_per_task(len(part)), start)
-            _drain(_results(config, task, chunks), writer, journal, tally, report)
+            _drain(pool.results(task, chunks, config.timeout), writer, journal, tally, report)
             writer.close()
             journal.append(tally.step(writer.published[-1] if tally.targets else None))
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,30 @@ def test_workers_1_2_4_and_a_repeat_give_byte_identical_output(dataset, tmp_path
         outputs.append(output_bytes(out))
     assert len(outputs[0]) == 2 + 2 * 3  # manifest, errors, 3 shards with their index files
     assert all(o == outputs[0] for o in outputs[1:])
+
+
+def _workers() -> set[int]:
+    """This process's live child processes other than the (long-lived) resource trackers."""
+    mine = str(os.getpid())
+    found = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[1] == mine and fields[0] != "Z" and b"resource_tracker" not in command:
+            found.add(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_worker_processes_are_gone_when_convert_returns(dataset, tmp_path: Path) -> None:
+    labels, images = dataset(_files())
+    before = _workers()
+    result = convert(_config(labels, images, tmp_path / "out", workers=2, chunk_size=1))
+    assert result.records == len(_files())
+    assert _workers() - before == set()
 
 
 def test_shuffle_is_seeded_and_no_shuffle_keeps_csv_order(dataset, tmp_path: Path) -> None:
