@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, apply_windowing
@@ -31,6 +32,7 @@ _LUT_KEYWORDS = (
     "WindowWidth",
     "VOILUTFunction",
 )
+_LUT_TAGS = tuple(keyword_dict[keyword] for keyword in _LUT_KEYWORDS)
 _LUT_CACHE: dict[tuple[Any, ...], np.ndarray] = {}
 _LUT_CACHE_SIZE = 64
 
@@ -159,12 +161,22 @@ def colour_transform(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np
     return np.rint(np.clip(rgb, 0.0, 1.0) * top).astype(np.uint16 if spec.bits == 16 else np.uint8)
 
 
+def _stored_value(header: Dataset, tag: int) -> Any:
+    """An element's value as it stands: still the file's raw bytes unless something has read it,
+    so keying a table costs no value parsing (equal bytes under one encoding are equal values)."""
+    element = header.get_item(tag)
+    if element is None:
+        return None
+    value = element.value
+    return tuple(value) if isinstance(value, MultiValue) else value
+
+
 def _lut_key(dtype: np.dtype, header: Dataset, spec: ImageSpec) -> tuple[Any, ...] | None:
     """What a lookup table depends on, or None when a LUT sequence makes it not worth keying."""
     if "ModalityLUTSequence" in header or "VOILUTSequence" in header:
         return None
-    values = (header.get(keyword) for keyword in _LUT_KEYWORDS)
-    return (dtype.str, spec, tuple(tuple(v) if isinstance(v, MultiValue) else v for v in values))
+    values = tuple(_stored_value(header, tag) for tag in _LUT_TAGS)
+    return (dtype.str, spec, header.original_encoding, values)
 
 
 def _lookup_table(pixels: np.ndarray, index: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:

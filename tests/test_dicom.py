@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom import examples
 
@@ -49,6 +50,18 @@ def test_colour_is_rgb_after_decoding(tmp_path: Path, name: str) -> None:
     image = read_dicom(path)
     err = np.abs(image.pixels.astype(int) - rgb).mean()
     assert image.pixels.shape == (64, 64, 3) and err < 3
+
+
+@pytest.mark.parametrize("name", ["explicit_le", "implicit_le", "explicit_be", "deflate"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
+def test_native_pixels_equal_pydicoms_own_decode(tmp_path: Path, name: str, dtype: type) -> None:
+    info = np.iinfo(dtype)
+    pixels = np.random.default_rng(7).integers(info.min, info.max, size=(31, 17), endpoint=True).astype(dtype)
+    path = write_dicom(tmp_path / "x.dcm", pixels, transfer_syntax=name)
+    image = read_dicom(path)
+    reference = pydicom.dcmread(path).pixel_array
+    assert image.pixels.dtype.newbyteorder("=") == reference.dtype.newbyteorder("=") == dtype
+    assert np.array_equal(image.pixels, reference) and np.array_equal(image.pixels, pixels)
 
 
 def test_pydicom_example_files_decode() -> None:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_windowing
 
 from dcm2tfrec.config import VALUE_OFFSET_16, ImageSpec, Window
 from dcm2tfrec.pixels import grey_transform, to_output
+from dcm2tfrec.testing import write_dicom
 
 
 def _header(**kw: object) -> Dataset:
@@ -159,3 +163,24 @@ def test_lookup_tables_are_cached_only_when_they_do_not_depend_on_the_image() ->
     )
     assert np.array_equal(to_output(dark, narrow, ImageSpec()), grey_transform(dark, narrow, ImageSpec()))
     assert np.array_equal(to_output(dark, wide, ImageSpec()), grey_transform(dark, wide, ImageSpec()))
+
+
+def test_cached_tables_keyed_on_raw_header_bytes_never_mix_files(tmp_path: Path) -> None:
+    """Files read from disk key the table cache on their undecoded elements: files that differ in
+    window, rescale, sign or byte order each get their own table, equal to the direct pipeline."""
+    pixels = np.arange(-600, 600, dtype=np.int16).reshape(30, 40)
+    variants = [
+        dict(windows=[(40, 400)], rescale=(1.0, -1024.0)),
+        dict(windows=[(40, 1500)], rescale=(1.0, -1024.0)),
+        dict(windows=[(40, 400)], rescale=(2.0, -1024.0)),
+        dict(windows=[(40, 400)], rescale=(1.0, -1024.0), transfer_syntax="explicit_be"),
+        dict(windows=[(40, 400)], rescale=(1.0, -1024.0), transfer_syntax="implicit_le"),
+        dict(windows=[(300, 400)], rescale=(1.0, 0.0)),
+    ]
+    paths = [write_dicom(tmp_path / f"{i}.dcm", pixels, **kw) for i, kw in enumerate(variants)]  # type: ignore[arg-type]
+    for path in [*paths, *reversed(paths)]:
+        cached = to_output(pixels, pydicom.dcmread(path), ImageSpec())
+        direct = grey_transform(pixels, pydicom.dcmread(path), ImageSpec())
+        assert np.array_equal(cached, direct), path.name
+    outputs = {to_output(pixels, pydicom.dcmread(p), ImageSpec()).tobytes() for p in paths}
+    assert len(outputs) == 4  # the byte orders and VR encodings agree with the first file
