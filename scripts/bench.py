@@ -6,8 +6,9 @@
 
 Each run is a whole process (imports included). The baseline and dcm2tfrec run alternately on the
 same files. Prints a table (images/s, ratio to the baseline, peak RSS of the parent and of the
-largest worker, output bytes), per-stage costs (profile), reduced-resolution fidelity (PSNR),
-memory growth with rows, and ``--help`` latency; writes all of it to bench-out/results.json.
+largest worker, output bytes), 2-vs-1-worker scaling with start-up and throughput measured apart,
+per-stage costs (profile), reduced-resolution fidelity (PSNR), memory growth with rows, and
+``--help`` latency; writes all of it to bench-out/results.json.
 """
 
 from __future__ import annotations
@@ -231,6 +232,59 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             )
 
 
+def scaling(workdir: Path, scale: float, repeats: int) -> dict[str, dict[str, Any]]:
+    """2 workers vs 1 on CR and JPEG 2000 mammograms: whole-process time on all files and on the
+    first half, so that start-up (interpreter, worker processes, imports: the same for any file
+    count) and throughput after it are measured apart. Runs alternate; medians are used."""
+    found: dict[str, dict[str, Any]] = {}
+    for corpus in CORPORA:
+        if corpus.name not in ("cr", "mg_j2k"):
+            continue
+        labels, images = make_corpus(corpus, workdir, scale)
+        lines = labels.read_text().splitlines(keepends=True)
+        count = len(lines) - 1
+        half_count = count // 2
+        half = workdir / f"labels-half-{corpus.name}.csv"
+        half.write_text("".join(lines[: 1 + half_count]))
+        seconds: dict[tuple[int, int], list[float]] = {}
+        for _ in range(repeats):
+            for workers in (1, 2):
+                for csv_path, n in ((labels, count), (half, half_count)):
+                    out = workdir / "out" / "scaling" / f"{corpus.name}-{workers}-{n}"
+                    shutil.rmtree(out, ignore_errors=True)
+                    cmd = [*tools(csv_path, images, out, corpus.size)["dcm2tfrec"], "--workers", str(workers)]
+                    seconds.setdefault((workers, n), []).append(run_process(cmd)["seconds"])
+        rows = {}
+        for workers in (1, 2):
+            full, part = (statistics.median(seconds[(workers, n)]) for n in (count, half_count))
+            rate = (count - half_count) / (full - part)
+            rows[workers] = {
+                "seconds": full,
+                "half_seconds": part,
+                "rate": rate,
+                "startup": full - count / rate,
+            }
+        found[corpus.name] = {
+            "files": count,
+            "workers": rows,
+            "whole_process_ratio": rows[1]["seconds"] / rows[2]["seconds"],
+            "throughput_ratio": rows[2]["rate"] / rows[1]["rate"],
+        }
+    print("\nscaling, 2 workers vs 1: whole process, and throughput after start-up (from all files vs half)")
+    print(f"{'corpus':<10} {'workers':>7} {'all s':>8} {'half s':>8} {'start-up s':>10} {'img/s after':>12}")
+    for name, data in found.items():
+        for workers, row in data["workers"].items():
+            print(
+                f"{name:<10} {workers:>7} {row['seconds']:8.2f} {row['half_seconds']:8.2f} "
+                f"{row['startup']:10.2f} {row['rate']:12.1f}"
+            )
+        print(
+            f"{name:<10} 2 vs 1: whole process {data['whole_process_ratio']:.2f}x, "
+            f"after start-up {data['throughput_ratio']:.2f}x"
+        )
+    return found
+
+
 def profile(workdir: Path, scale: float, limit: int = 40) -> dict[str, dict[str, float]]:
     """Milliseconds per image for each stage of the worker, in this process, one core."""
     import pydicom
@@ -375,7 +429,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each corpus's file count")
     parser.add_argument("--quick", action="store_true", help="scale 0.1, one repeat")
-    parser.add_argument("--skip", default="", help="comma list of: profile,fidelity,memory,help")
+    parser.add_argument("--skip", default="", help="comma list of: scaling,profile,fidelity,memory,help")
     args = parser.parse_args()
     if args.quick:
         args.scale, args.repeats = 0.1, 1
@@ -395,6 +449,8 @@ def main() -> None:
     chosen = [c for c in CORPORA if c.name in args.corpora.split(",")]
     results["corpora"] = [bench_corpus(c, args.workdir, args.scale, args.repeats) for c in chosen]
     print_table(results["corpora"])
+    if "scaling" not in skip:
+        results["scaling"] = scaling(args.workdir, args.scale, args.repeats)
     if "profile" not in skip:
         results["profile_ms"] = profile(args.workdir, args.scale)
     if "fidelity" not in skip:
