@@ -35,6 +35,7 @@ from dcm2tfrec.testing import anatomy, write_dicom
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / "scripts" / "baseline_tutorial.py"
+PROBE = ROOT / "scripts" / "probe_convert.py"
 
 
 @dataclass(frozen=True)
@@ -233,53 +234,46 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def scaling(workdir: Path, scale: float, repeats: int) -> dict[str, dict[str, Any]]:
-    """2 workers vs 1 on CR and JPEG 2000 mammograms: whole-process time on all files and on the
-    first half, so that start-up (interpreter, worker processes, imports: the same for any file
-    count) and throughput after it are measured apart. Runs alternate; medians are used."""
+    """2 workers vs 1 on CR and JPEG 2000 mammograms, whole process (alternating runs, medians),
+    and split into start-up (process start to the first finished chunk: interpreter, imports,
+    worker processes) and throughput after it (rows per second from the first chunk to the last)."""
     found: dict[str, dict[str, Any]] = {}
     for corpus in CORPORA:
         if corpus.name not in ("cr", "mg_j2k"):
             continue
         labels, images = make_corpus(corpus, workdir, scale)
-        lines = labels.read_text().splitlines(keepends=True)
-        count = len(lines) - 1
-        half_count = count // 2
-        half = workdir / f"labels-half-{corpus.name}.csv"
-        half.write_text("".join(lines[: 1 + half_count]))
         for path in images.rglob("*.dcm"):  # into the page cache, as for the other runs
             path.read_bytes()
-        seconds: dict[tuple[int, int], list[float]] = {}
+        runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
         for _ in range(repeats):
-            for workers in (1, 2):
-                for csv_path, n in ((labels, count), (half, half_count)):
-                    out = workdir / "out" / "scaling" / f"{corpus.name}-{workers}-{n}"
-                    shutil.rmtree(out, ignore_errors=True)
-                    cmd = [*tools(csv_path, images, out, corpus.size)["dcm2tfrec"], "--workers", str(workers)]
-                    seconds.setdefault((workers, n), []).append(run_process(cmd)["seconds"])
-        rows = {}
-        for workers in (1, 2):
-            full, part = (statistics.median(seconds[(workers, n)]) for n in (count, half_count))
-            rate = (count - half_count) / (full - part)
-            rows[workers] = {
-                "seconds": full,
-                "half_seconds": part,
-                "rate": rate,
-                "startup": full - count / rate,
-            }
+            for workers, found_runs in runs.items():
+                out = workdir / "out" / "scaling" / f"{corpus.name}-{workers}"
+                args = [str(labels), str(images), str(out), str(corpus.size), str(workers)]
+                started = time.time()
+                done = subprocess.run(
+                    [sys.executable, str(PROBE), *args], capture_output=True, text=True, check=True
+                )
+                ended = time.time()
+                marks = json.loads(done.stdout.splitlines()[-1])
+                (t0, n0), (t1, n1) = marks["first"], marks["last"]
+                found_runs.append(
+                    {"seconds": ended - started, "startup": t0 - started, "rate": (n1 - n0) / (t1 - t0)}
+                )
+        rows = {
+            w: {k: statistics.median(r[k] for r in found_runs) for k in found_runs[0]}
+            for w, found_runs in runs.items()
+        }
         found[corpus.name] = {
-            "files": count,
+            "files": len(labels.read_text().splitlines()) - 1,
             "workers": rows,
             "whole_process_ratio": rows[1]["seconds"] / rows[2]["seconds"],
             "throughput_ratio": rows[2]["rate"] / rows[1]["rate"],
         }
-    print("\nscaling, 2 workers vs 1: whole process, and throughput after start-up (from all files vs half)")
-    print(f"{'corpus':<10} {'workers':>7} {'all s':>8} {'half s':>8} {'start-up s':>10} {'img/s after':>12}")
+    print("\nscaling, 2 workers vs 1: whole process, start-up, and throughput after it")
+    print(f"{'corpus':<10} {'workers':>7} {'seconds':>8} {'start-up s':>10} {'img/s after':>12}")
     for name, data in found.items():
         for workers, row in data["workers"].items():
-            print(
-                f"{name:<10} {workers:>7} {row['seconds']:8.2f} {row['half_seconds']:8.2f} "
-                f"{row['startup']:10.2f} {row['rate']:12.1f}"
-            )
+            print(f"{name:<10} {workers:>7} {row['seconds']:8.2f} {row['startup']:10.2f} {row['rate']:12.1f}")
         print(
             f"{name:<10} 2 vs 1: whole process {data['whole_process_ratio']:.2f}x, "
             f"after start-up {data['throughput_ratio']:.2f}x"
