@@ -180,18 +180,36 @@ def _lut_key(dtype: np.dtype, header: Dataset, spec: ImageSpec) -> tuple[Any, ..
 
 
 def _lookup_table(pixels: np.ndarray, index: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
-    """The grey pipeline over every value of the dtype; cached unless it depends on the image."""
+    """The grey pipeline as a table over every value of the dtype (indexed by ``index``, the
+    unsigned view of ``pixels``); cached unless it depends on the image.
+
+    When the image lies within the range BitsStored allows, only that range is evaluated (4,096
+    values for 12-bit data instead of 65,536) and the rest of the table, never looked up, is 0.
+    """
+    size = 2 ** (8 * pixels.dtype.itemsize)
+    lo, hi = stored_range(header)
+    narrow = hi - lo + 1 < size and lo <= int(pixels.min()) and int(pixels.max()) <= hi
     key = _lut_key(pixels.dtype, header, spec)
+    key = None if key is None else (*key, narrow)
     if key is not None and key in _LUT_CACHE:
         return _LUT_CACHE[key]
-    domain = np.arange(2 ** (8 * pixels.dtype.itemsize), dtype=index.dtype).view(pixels.dtype)
+    if narrow:
+        values = np.arange(lo, hi + 1).astype(pixels.dtype)
+    else:
+        values = np.arange(size, dtype=index.dtype).view(pixels.dtype)
+    positions = values.view(index.dtype)
     image_dependent = []
 
     def histogram() -> np.ndarray:
         image_dependent.append(True)
-        return np.bincount(index.ravel(), minlength=domain.size)
+        return np.bincount(index.ravel(), minlength=size)[positions]
 
-    lut = grey_transform(domain, header, spec, histogram)
+    table = grey_transform(values, header, spec, histogram)
+    if narrow:
+        lut = np.zeros(size, dtype=table.dtype)
+        lut[positions] = table
+    else:
+        lut = table
     if key is not None and not image_dependent:
         if len(_LUT_CACHE) >= _LUT_CACHE_SIZE:
             _LUT_CACHE.clear()

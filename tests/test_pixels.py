@@ -184,3 +184,23 @@ def test_cached_tables_keyed_on_raw_header_bytes_never_mix_files(tmp_path: Path)
         assert np.array_equal(cached, direct), path.name
     outputs = {to_output(pixels, pydicom.dcmread(p), ImageSpec()).tobytes() for p in paths}
     assert len(outputs) == 4  # the byte orders and VR encodings agree with the first file
+
+
+@pytest.mark.parametrize("signed", [0, 1])
+@pytest.mark.parametrize("window", [{}, {"WindowCenter": 300.0, "WindowWidth": 800.0}])
+def test_tables_over_the_stored_range_match_the_direct_pipeline(signed: int, window: dict) -> None:
+    """12-bit data gets a table over its 4,096 stored values only; an image with a value outside
+    that range (a header that lies) gets the full table, never a cached narrow one. Reference:
+    the direct pipeline with a window; without one (percentiles from the table's histogram), the
+    table over all 65,536 values that a 16-bit header gets."""
+    low = -2048 if signed else 0
+    dtype = np.int16 if signed else np.uint16
+    header = _header(bits=12, signed=signed, **window)
+    full_range = _header(bits=16, signed=signed, **window)
+    inside = np.random.default_rng(3).integers(low, low + 4096, (40, 50)).astype(dtype)
+    outside = inside.copy()
+    outside[0, 0] = low + 5000
+    for img in (inside, outside, inside):
+        for spec in (ImageSpec(), ImageSpec(bits=16)):
+            expected = grey_transform(img, header, spec) if window else to_output(img, full_range, spec)
+            assert np.array_equal(to_output(img, header, spec), expected)
