@@ -183,10 +183,17 @@ def check_pixel_data(ds: Dataset, tsyntax: str, rows: int, cols: int) -> None:
             "header_mismatch", f"codestream is {size[0]} x {size[1]}, the header says {rows} x {cols}"
         )
     if tsyntax in _JPEG_FAMILY or tsyntax in MULTI_RESOLUTION:
-        if not frame.rstrip(b"\x00\xff").endswith(b"\xff\xd9"):  # pad bytes may follow EOI/EOC
+        if not _unpadded_end(frame).endswith(b"\xff\xd9"):
             raise DicomError("truncated", "the codestream has no end marker (EOI/EOC)")
     elif tsyntax == uid.RLELossless:
         _check_rle(frame, ds)
+
+
+def _unpadded_end(frame: bytes) -> bytes:
+    """The end of a codestream without the pad bytes that may follow EOI/EOC (stripping only its
+    last 4 KiB unless all of those are padding: no copy of a multi-megabyte frame)."""
+    tail = frame[-4096:].rstrip(b"\x00\xff")
+    return tail if tail or len(frame) <= 4096 else frame.rstrip(b"\x00\xff")
 
 
 def codestream_size(frame: bytes, tsyntax: str) -> tuple[int, int] | None:

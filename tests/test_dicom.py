@@ -9,7 +9,7 @@ import pytest
 from pydicom import examples
 
 from dcm2tfrec.config import DECODING_PLUGINS
-from dcm2tfrec.dicom import DicomError, read_dicom, resolve_path
+from dcm2tfrec.dicom import DicomError, _unpadded_end, read_dicom, resolve_path
 from dcm2tfrec.testing import TRANSFER_SYNTAXES, anatomy, write_dicom
 
 #: 12-bit JPEG Extended needs the GPL libjpeg plugin (optional extra), so we test 8-bit data there.
@@ -111,3 +111,10 @@ def test_paths_resolve_under_the_root_only(tmp_path: Path) -> None:
             resolve_path(root, rel, False)
         assert info.value.reason == reason, rel
     assert resolve_path(root, "link.dcm", True) == root / "link.dcm"
+
+
+@pytest.mark.parametrize("pad", [b"", b"\x00", b"\xff" * 3, b"\x00" * 5000])
+def test_codestream_end_marker_is_found_behind_any_padding(pad: bytes) -> None:
+    body = bytes(range(256)) * 40
+    assert _unpadded_end(body + b"\xff\xd9" + pad).endswith(b"\xff\xd9")
+    assert not _unpadded_end(body + pad).endswith(b"\xff\xd9")
