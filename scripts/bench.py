@@ -448,7 +448,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench-out")
     parser.add_argument("--corpora", default=",".join(c.name for c in CORPORA))
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per tool and corpus (medians)")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each corpus's file count")
     parser.add_argument("--quick", action="store_true", help="scale 0.1, one repeat")
     parser.add_argument("--skip", default="", help="comma list of: scaling,profile,fidelity,memory,help")
