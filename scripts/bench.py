@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             )
 
 
+def _into_page_cache(paths: Iterable[Path]) -> None:
+    """Read every file once, so timed runs find them in memory."""
+    for path in paths:
+        path.read_bytes()
+
+
 def _repeated_labels(labels: Path, out: Path, passes: int) -> int:
     """Copy ``labels`` to ``out`` with every row ``passes`` times (distinct ids); return the row count."""
     with open(labels, newline="") as handle:
@@ -258,8 +265,7 @@ def scaling(workdir: Path, scale: float, repeats: int, passes: int = 3) -> dict[
         corpus_labels, images = make_corpus(corpus, workdir, scale)
         labels = workdir / f"labels-scaling-{corpus.name}.csv"
         count = _repeated_labels(corpus_labels, labels, passes)
-        for path in images.rglob("*.dcm"):  # into the page cache, as for the other runs
-            path.read_bytes()
+        _into_page_cache(images.rglob("*.dcm"))  # as the baseline's runs leave them for the others
         runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
         for _ in range(repeats):
             for workers, found_runs in runs.items():
@@ -316,8 +322,7 @@ def profile(workdir: Path, scale: float, limit: int = 40) -> dict[str, dict[str,
         if corpus.transfer_syntax not in ("explicit_le", "j2k"):
             continue
         paths = sample_paths(corpus, workdir, scale, limit)
-        for path in paths:  # into the page cache: the stages, not the disk
-            path.read_bytes()
+        _into_page_cache(paths)  # time the stages, not the disk
         spec = ImageSpec(width=corpus.size, height=corpus.size)
         totals = dict.fromkeys(
             ("read", "checks", "decode", "resize", "pixels", "place", "png", "record"), 0.0
