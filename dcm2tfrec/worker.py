@@ -1,19 +1,16 @@
 """The worker: one CSV row -> a serialized record (Sample) or a Failure. Never raises for a row.
 
-Runs in joblib worker processes; imports nothing from TensorFlow. A row that kills or hangs its
-worker is re-run alone in a fresh process (:func:`run_isolated`), so it costs only itself.
+Runs in the worker processes of :mod:`dcm2tfrec.pool`; imports nothing from TensorFlow. A row
+that kills or hangs its worker is re-run alone in a fresh process, so it costs only itself.
 The pixel stack (pydicom, OpenCV) is imported on first use, so the parent, which only needs
-:class:`Task` and :func:`process_chunk` by name, starts its workers without loading it.
+:class:`Task` and :func:`process_chunk` by name, never loads it (the pool's fork server does).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import resource
-import signal
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,39 +139,6 @@ def process_row(row: Row, task: Task) -> Sample | Failure:
 
 
 def process_chunk(rows: list[Row], task: Task) -> list[Sample | Failure]:
-    """Process a chunk of rows in order (one joblib task)."""
+    """Process a chunk of rows in order (one pool task)."""
     _limit_memory(task)
     return [process_row(row, task) for row in rows]
-
-
-def _child(conn: Connection, row: Row, task: Task) -> None:
-    conn.send(process_chunk([row], task)[0])
-    conn.close()
-
-
-def run_isolated(row: Row, task: Task, timeout: float) -> Sample | Failure:
-    """Run one row in a fresh process; a crash or a hang becomes that row's Failure."""
-    ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, row, task), daemon=True)
-    proc.start()
-    send.close()
-    result: Sample | Failure | None = None
-    timed_out = not receive.poll(timeout)
-    if not timed_out:
-        try:
-            result = receive.recv()
-        except EOFError:
-            result = None
-    proc.kill()
-    proc.join()
-    receive.close()
-    if result is not None:
-        return result
-    if timed_out:
-        return Failure(
-            row.line, row.image_id, row.path, "timeout", f"no result within --timeout {timeout:g} s"
-        )
-    code = proc.exitcode or 0
-    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    return Failure(row.line, row.image_id, row.path, "worker_crashed", f"the worker process died ({how})")

@@ -139,18 +139,28 @@ def test_workers_1_2_4_and_a_repeat_give_byte_identical_output(dataset, tmp_path
 
 
 def _workers() -> set[int]:
-    """This process's live child processes other than the (long-lived) resource trackers."""
-    mine = str(os.getpid())
-    found = set()
+    """This process's live descendants other than multiprocessing's long-lived helpers (the
+    resource tracker and the fork server, children of this process; workers are the fork server's)."""
+    parents: dict[int, int] = {}
+    helpers = set()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
             command = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if fields[1] == mine and fields[0] != "Z" and b"resource_tracker" not in command:
-            found.add(int(proc.name))
-    return found
+        if fields[0] != "Z":
+            parents[int(proc.name)] = int(fields[1])
+            if int(fields[1]) == os.getpid() and (b"resource_tracker" in command or b"forkserver" in command):
+                helpers.add(int(proc.name))
+    found = set()
+    for pid in parents:
+        ancestor = parents[pid]
+        while ancestor in parents and ancestor != os.getpid():
+            ancestor = parents[ancestor]
+        if ancestor == os.getpid():
+            found.add(pid)
+    return found - helpers
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
