@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext, ForkServerProcess
@@ -32,48 +32,21 @@ Result = list[Sample | Failure]
 PRELOAD = ["dcm2tfrec.worker", "dcm2tfrec.dicom", "dcm2tfrec.image", "dcm2tfrec.pixels"]
 
 
-@contextlib.contextmanager
-def _interrupt_held(undo: Callable[[], None]) -> Iterator[None]:
-    """Hold a Ctrl-C that arrives inside the block: when the block ends, run ``undo`` and raise it.
-    Python handles signals in the main thread only, so elsewhere there is nothing to hold."""
-    if signal.getsignal(signal.SIGINT) is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    handler = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    if received:
-        undo()
-        signal.raise_signal(signal.SIGINT)
-
-
 class _Process(ForkServerProcess):
-    """A process forked from the fork server that does not re-run the caller's main script, and
-    whose start a Ctrl-C does not cut in half.
+    """A process forked from the fork server that does not re-run the caller's main script.
 
     multiprocessing imports the script in every new process, which runs its top level there (a
     TensorFlow import, or the whole job when the script has no ``__main__`` guard); nothing a
-    worker receives comes from it, so it is hidden while the start-up data is taken. A start
-    waits for the server's imports; a Ctrl-C meanwhile lets the start finish, kills the new
-    process (nobody holds it yet) and is raised then, instead of leaving a half-made request that
-    the server would serve after the caller has gone.
+    worker receives comes from it, so it is hidden while the start-up data is taken.
     """
 
     def start(self) -> None:
         main = sys.modules["__main__"]
         sys.modules["__main__"] = ModuleType("__main__")
         try:
-            with _interrupt_held(self._stop):
-                super().start()
+            super().start()
         finally:
             sys.modules["__main__"] = main
-
-    def _stop(self) -> None:
-        self.kill()
-        self.join()
 
 
 class _Context(ForkServerContext):
@@ -143,12 +116,10 @@ class _Worker:
 def _serve(conn: Connection) -> None:
     """A worker's loop: a chunk in, its results out, until the parent closes the pipe or dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while True:
-        try:
+    with contextlib.suppress(EOFError, OSError):
+        while True:
             chunk, task = conn.recv()
-        except EOFError:
-            return
-        conn.send(process_chunk(chunk, task))
+            conn.send(process_chunk(chunk, task))
 
 
 class WorkerPool:

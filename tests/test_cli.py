@@ -127,6 +127,45 @@ def test_help_is_fast_and_imports_no_heavy_library() -> None:
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
+def _group(leader: int) -> list[bytes]:
+    """Command lines of the live processes in ``leader``'s process group."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[2]) == leader and fields[0] != "Z":
+            found.append(command)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_ctrl_c_while_the_workers_start_is_quiet_and_leaves_nothing(demo, tmp_path: Path) -> None:
+    """Ctrl-C while the fork server still imports the pixel stack: no traceback from the server
+    or from a half-started worker, exit 130, and no process left behind."""
+    labels, images = demo
+    proc = subprocess.Popen(
+        [*DCM2TFREC, *_args(labels, images, tmp_path / "out", "-q")],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(b"forkserver" in c for c in _group(proc.pid)):
+        time.sleep(0.005)
+    time.sleep(0.15)  # into the server's imports (0.6 s here), past its interpreter's start
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    deadline = time.time() + 10
+    while time.time() < deadline and _group(proc.pid):
+        time.sleep(0.05)
+    assert _group(proc.pid) == []
+
+
 def test_sigint_exits_130_keeping_only_complete_shards_then_resumes(tmp_path: Path) -> None:
     from dcm2tfrec.testing import write_dicom
 
@@ -144,16 +183,18 @@ def test_sigint_exits_130_keeping_only_complete_shards_then_resumes(tmp_path: Pa
         ],
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     deadline = time.time() + 60
     while time.time() < deadline and not (out.exists() and any(out.glob("*.tfrec"))):
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the parent and every worker
     started = time.time()
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert time.time() - started < 5
     assert "interrupted" in err
+    assert "Traceback" not in err
     names = set(os.listdir(out)) - {JOURNAL_NAME}
     assert names and all(n.endswith(".tfrec") and not n.startswith(".") for n in names)
     for shard in out.glob("*.tfrec"):

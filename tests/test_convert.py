@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +163,26 @@ def _workers() -> set[int]:
         if ancestor == os.getpid():
             found.add(pid)
     return found - helpers
+
+
+def test_a_script_without_a_main_guard_converts_once(dataset, tmp_path: Path) -> None:
+    """Workers never re-run the calling script (multiprocessing's spawn and forkserver would)."""
+    labels, images = dataset(_files())
+    script = tmp_path / "job.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from dcm2tfrec.config import ConvertConfig, ImageSpec\n"
+        "from dcm2tfrec.convert import convert\n"
+        f"with open({str(tmp_path / 'runs.txt')!r}, 'a') as runs:\n"
+        "    runs.write('run\\n')\n"
+        f"config = ConvertConfig(labels=Path({str(labels)!r}), images=Path({str(images)!r}), "
+        f"out=Path({str(tmp_path / 'out')!r}), image=ImageSpec(width=32, height=24), workers=2)\n"
+        "print(convert(config).records)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(len(_files()))]
+    assert (tmp_path / "runs.txt").read_text() == "run\n"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -61,12 +62,30 @@ def _run(
         )
         try:
             code = proc.wait(timeout=120)
+            _assert_group_ends(proc.pid)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # workers orphaned by a kill -9 of their parent
         stdout.seek(0)
         stderr.seek(0)
         return subprocess.CompletedProcess(proc.args, code, stdout.read(), stderr.read())
+
+
+def _assert_group_ends(group: int) -> None:
+    """Within 10 s of the parent's end, kill -9 included, no process of its group is left: the
+    workers see their pipe close and the fork server its parent go."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == group and fields[0] != "Z":
+                    left.append(proc.name)
+        if not left:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes {left} outlived their parent")
 
 
 def _killed(demo, out: Path, point: str, *extra: str) -> None:
