@@ -280,6 +280,9 @@ def convert(**opts: Any) -> None:
     2 usage, option or CSV error (nothing written); 1 write failure (e.g. disk full) or
     unexpected error; 130 interrupted. After 1 or 130, --resume goes on where it stopped.
     """
+    from .pool import start_server
+
+    start_server()  # the workers' imports then run while this process imports and reads the CSV
     from .config import (
         Columns,
         ConfigError,

@@ -354,7 +354,7 @@ def _decomposition_levels(codestream: bytes) -> int:
 def _decode_reduced(ds: Dataset, spec: ImageSpec) -> np.ndarray | None:
     """Reduced-resolution decode with Pillow's OpenJPEG, or None when it does not apply."""
     import openjpeg
-    from PIL import Image
+    from PIL import Image, Jpeg2KImagePlugin  # noqa: F401  (named, so Pillow loads no other plugin)
 
     if int(ds.get("SamplesPerPixel", 1)) != 1 or int(ds.get("PixelRepresentation", 0)) != 0:
         return None
@@ -373,7 +373,7 @@ def _decode_reduced(ds: Dataset, spec: ImageSpec) -> np.ndarray | None:
         levels += 1
     if levels == 0:
         return None
-    with Image.open(io.BytesIO(codestream)) as image:
+    with Image.open(io.BytesIO(codestream), formats=["JPEG2000"]) as image:
         image.reduce = levels  # type: ignore[method-assign,assignment]  # Pillow's JPEG 2000 property
         image.load()
         pixels = np.asarray(image)

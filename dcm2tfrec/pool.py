@@ -29,7 +29,14 @@ log = logging.getLogger(__name__)
 Result = list[Sample | Failure]
 
 #: Imported once by the fork server, so every worker starts with the pixel stack loaded.
-PRELOAD = ["dcm2tfrec.worker", "dcm2tfrec.dicom", "dcm2tfrec.image", "dcm2tfrec.pixels"]
+PRELOAD = [
+    "dcm2tfrec.worker",
+    "dcm2tfrec.dicom",
+    "dcm2tfrec.image",
+    "dcm2tfrec.pixels",
+    "openjpeg",
+    "PIL.Jpeg2KImagePlugin",
+]
 
 
 class _Process(ForkServerProcess):
