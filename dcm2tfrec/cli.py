@@ -280,9 +280,6 @@ def convert(**opts: Any) -> None:
     2 usage, option or CSV error (nothing written); 1 write failure (e.g. disk full) or
     unexpected error; 130 interrupted. After 1 or 130, --resume goes on where it stopped.
     """
-    from .pool import start_server
-
-    start_server()  # the workers' imports then run while this process imports and reads the CSV
     from .config import (
         Columns,
         ConfigError,
@@ -294,10 +291,14 @@ def convert(**opts: Any) -> None:
         parse_split,
         parse_window,
     )
-    from .convert import convert as run
 
     update, close = _progress_bar(opts["quiet"])
     try:
+        from .pool import start_server
+
+        start_server()  # the workers' imports then run while this process imports and reads the CSV
+        from .convert import convert as run
+
         width, height = parse_size(opts["size"])
         config = ConvertConfig(
             labels=opts["labels"],
