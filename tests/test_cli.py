@@ -127,6 +127,11 @@ def test_help_is_fast_and_imports_no_heavy_library() -> None:
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
+def _ctrl_c_default() -> None:
+    """Let the child take Ctrl-C even when the suite runs where it is ignored (a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _group(leader: int) -> list[bytes]:
     """Command lines of the live processes in ``leader``'s process group."""
     found = []
@@ -151,6 +156,7 @@ def test_ctrl_c_while_the_workers_start_is_quiet_and_leaves_nothing(demo, tmp_pa
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_ctrl_c_default,
     )
     deadline = time.time() + 60
     while time.time() < deadline and not any(b"forkserver" in c for c in _group(proc.pid)):
@@ -184,6 +190,7 @@ def test_sigint_exits_130_keeping_only_complete_shards_then_resumes(tmp_path: Pa
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_ctrl_c_default,
     )
     deadline = time.time() + 60
     while time.time() < deadline and not (out.exists() and any(out.glob("*.tfrec"))):
