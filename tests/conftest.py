@@ -107,3 +107,17 @@ def dataset(tmp_path: Path):
         return write_labels(tmp_path / "labels.csv", rows, ["image_id", "path", "target"]), images
 
     return build
+
+
+def live_processes() -> dict[int, tuple[int, int, bytes]]:
+    """Every live (not zombie) process: pid -> (parent pid, process group, command line), from /proc."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            found[int(proc.name)] = (int(fields[1]), int(fields[2]), command)
+    return found

@@ -16,7 +16,7 @@ from dcm2tfrec.cli import cli
 from dcm2tfrec.journal import JOURNAL_NAME
 from dcm2tfrec.testing import anatomy, make_demo
 
-from .conftest import output_bytes, read_errors, read_shards
+from .conftest import live_processes, output_bytes, read_errors, read_shards
 
 DCM2TFREC = [sys.executable, "-m", "dcm2tfrec"]
 
@@ -134,16 +134,7 @@ def _ctrl_c_default() -> None:
 
 def _group(leader: int) -> list[bytes]:
     """Command lines of the live processes in ``leader``'s process group."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[2]) == leader and fields[0] != "Z":
-            found.append(command)
-    return found
+    return [command for _, group, command in live_processes().values() if group == leader]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")

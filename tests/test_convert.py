@@ -14,7 +14,7 @@ from dcm2tfrec.convert import convert
 from dcm2tfrec.shards import file_sha256
 from dcm2tfrec.testing import TRANSFER_SYNTAXES, anatomy, ramp
 
-from .conftest import left_dark_right_bright, output_bytes, read_errors, read_shards
+from .conftest import left_dark_right_bright, live_processes, output_bytes, read_errors, read_shards
 
 
 def _files() -> dict[str, dict]:
@@ -143,24 +143,19 @@ def test_workers_1_2_4_and_a_repeat_give_byte_identical_output(dataset, tmp_path
 def _workers() -> set[int]:
     """This process's live descendants other than multiprocessing's long-lived helpers (the
     resource tracker and the fork server, children of this process; workers are the fork server's)."""
-    parents: dict[int, int] = {}
-    helpers = set()
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parents[int(proc.name)] = int(fields[1])
-            if int(fields[1]) == os.getpid() and (b"resource_tracker" in command or b"forkserver" in command):
-                helpers.add(int(proc.name))
+    me = os.getpid()
+    processes = live_processes()
+    helpers = {
+        pid
+        for pid, (parent, _, command) in processes.items()
+        if parent == me and (b"resource_tracker" in command or b"forkserver" in command)
+    }
     found = set()
-    for pid in parents:
-        ancestor = parents[pid]
-        while ancestor in parents and ancestor != os.getpid():
-            ancestor = parents[ancestor]
-        if ancestor == os.getpid():
+    for pid in processes:
+        ancestor = processes[pid][0]
+        while ancestor in processes and ancestor != me:
+            ancestor = processes[ancestor][0]
+        if ancestor == me:
             found.add(pid)
     return found - helpers
 

@@ -23,7 +23,7 @@ from dcm2tfrec.journal import JOURNAL_NAME, fingerprint_differences, read_journa
 from dcm2tfrec.shards import PARTIAL_SUFFIX, SHARD_NAME
 from dcm2tfrec.testing import make_demo
 
-from .conftest import output_bytes
+from .conftest import live_processes, output_bytes
 
 OPTIONS = ["--size", "64", "--records-per-shard", "5", "--index", "-q"]
 
@@ -71,17 +71,12 @@ def _run(
         return subprocess.CompletedProcess(proc.args, code, stdout.read(), stderr.read())
 
 
-def _assert_group_ends(group: int) -> None:
+def _assert_group_ends(proc_group: int) -> None:
     """Within 10 s of the parent's end, kill -9 included, no process of its group is left: the
     workers see their pipe close and the fork server its parent go."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        left = []
-        for proc in Path("/proc").glob("[0-9]*"):
-            with contextlib.suppress(OSError):
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == group and fields[0] != "Z":
-                    left.append(proc.name)
+        left = [pid for pid, (_, group, _) in live_processes().items() if group == proc_group]
         if not left:
             return
         time.sleep(0.05)
