@@ -60,22 +60,20 @@ class _Context(ForkServerContext):
     Process = _Process
 
 
-def process_context() -> ForkServerContext:
-    """How worker processes start: forked from multiprocessing's fork server, which imports
-    :data:`PRELOAD` (pydicom, its decoders, OpenCV) once per session instead of each worker
-    importing them (0.5 s of CPU per worker on the bench machine). The server is a fresh
-    interpreter, not a fork of the caller, so the caller's threads and TensorFlow never reach a
-    worker; it keeps the environment it started with."""
-    context = _Context()
-    context.set_forkserver_preload(PRELOAD)
-    return context
+#: How worker processes start: forked from multiprocessing's fork server, which imports
+#: :data:`PRELOAD` (pydicom, its decoders, OpenCV) once per session instead of each worker importing
+#: them (0.5 s of CPU per worker on the bench machine). The server is a fresh interpreter, not a
+#: fork of the caller, so the caller's threads and TensorFlow never reach a worker; it keeps the
+#: environment it started with.
+_CONTEXT = _Context()
 
 
 def start_server() -> None:
-    """Start the fork server now, if it is not running, so that its imports overlap the caller's
-    own work. It starts with Ctrl-C ignored (when called from the main thread): a Ctrl-C during
-    its imports then prints no traceback from it, and the workers leave Ctrl-C to the caller."""
-    process_context()
+    """Start the fork server with :data:`PRELOAD`, if it is not running, so that its imports overlap
+    the caller's own work. It starts with Ctrl-C ignored (when called from the main thread): a
+    Ctrl-C during its imports then prints no traceback from it, and the workers leave Ctrl-C to the
+    caller."""
+    _CONTEXT.set_forkserver_preload(PRELOAD)
     handler = signal.getsignal(signal.SIGINT)
     if handler is None or threading.current_thread() is not threading.main_thread():
         forkserver.ensure_running()
@@ -91,9 +89,8 @@ class _Worker:
     """One worker process, the parent's end of its pipe, and the chunk it holds."""
 
     def __init__(self) -> None:
-        context = process_context()
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child,), daemon=True)
+        self.conn, child = _CONTEXT.Pipe()
+        self.process = _CONTEXT.Process(target=_serve, args=(child,), daemon=True)
         self.process.start()
         child.close()
         self.chunk = -1
@@ -200,38 +197,23 @@ class WorkerPool:
         self.close()
 
 
-def _child(conn: Connection, row: Row, task: Task) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    conn.send(process_chunk([row], task)[0])
-    conn.close()
-
-
 def run_isolated(row: Row, task: Task, timeout: float) -> Sample | Failure:
-    """Run one row in a fresh process; a crash or a hang becomes that row's Failure."""
-    ctx = process_context()
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, row, task), daemon=True)
-    proc.start()
-    send.close()
-    result: Sample | Failure | None = None
-    timed_out = not receive.poll(timeout)
-    if not timed_out:
-        try:
-            result = receive.recv()
-        except EOFError:
-            result = None
-    proc.kill()
-    proc.join()
-    receive.close()
+    """Run one row in a fresh worker; a crash or a hang becomes that row's Failure."""
+    start_server()
+    worker = _Worker()
+    worker.give(0, [row], task, timeout)
+    timed_out = not wait([worker.conn, worker.process.sentinel], timeout)
+    result = None if timed_out else worker.take()
+    worker.stop()
     if result is not None:
-        return result
+        return result[0]
     if timed_out:
         return Failure(
             row.line, row.image_id, row.path, "timeout", f"no result within --timeout {timeout:g} s"
         )
-    code = proc.exitcode or 0
+    code = worker.process.exitcode or 0
     how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
     return Failure(row.line, row.image_id, row.path, "worker_crashed", f"the worker process died ({how})")
 
 
-__all__ = ["PRELOAD", "WorkerPool", "process_context", "run_isolated", "start_server"]
+__all__ = ["PRELOAD", "WorkerPool", "run_isolated", "start_server"]
