@@ -1,6 +1,6 @@
 """dcm2tfrec: DICOM folders plus a labels CSV -> training-ready, sharded TFRecords.
 
-``import dcm2tfrec`` is cheap: TensorFlow is imported only when the reader is first used.
+``import dcm2tfrec`` is cheap: no pixel stack, and TensorFlow only when the reader is first used.
 """
 
 from __future__ import annotations
@@ -8,6 +8,20 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
+
+from .config import Columns, ConvertConfig, ImageSpec, Window
+from .convert import ConvertResult, convert
+from .errors import (
+    ConfigError,
+    Dcm2TfrecError,
+    ExitCode,
+    Failure,
+    Interrupted,
+    OutputError,
+    Reason,
+    ShardCorrupt,
+    ShardError,
+)
 
 _READER = ("make_dataset", "parse_example")
 
@@ -20,4 +34,23 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'dcm2tfrec' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "make_dataset", "parse_example"]
+__all__ = [
+    "Columns",
+    "ConfigError",
+    "ConvertConfig",
+    "ConvertResult",
+    "Dcm2TfrecError",
+    "ExitCode",
+    "Failure",
+    "ImageSpec",
+    "Interrupted",
+    "OutputError",
+    "Reason",
+    "ShardCorrupt",
+    "ShardError",
+    "Window",
+    "__version__",
+    "convert",
+    "make_dataset",
+    "parse_example",
+]

@@ -1,40 +1,114 @@
 """The ``dcm2tfrec`` command line: parses options, calls the library, formats the result.
 
-Heavy libraries are imported inside the commands so that ``--help`` stays instant.
+Defaults and choices come from the option dataclasses in :mod:`dcm2tfrec.config`; library errors
+carry their exit codes. Heavy libraries are imported inside the commands so that ``--help`` stays
+instant.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
-from .config import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE
+from .config import BITS, CHANNELS, PNG_LEVELS, RESIZE_MODES, Columns, ConvertConfig, ImageSpec, default
+from .errors import Dcm2TfrecError, ExitCode
 
 if TYPE_CHECKING:
     from .convert import ConvertResult
 
-
-class UsageFailure(click.ClickException):
-    """Options, labels CSV or output folder unusable: nothing was written (exit 2)."""
-
-    exit_code = EXIT_USAGE
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-class OutputFailure(click.ClickException):
-    """Writing the output failed, e.g. disk full (exit 1)."""
+class Failed(click.ClickException):
+    """A library error, shown as ``Error: message`` with its exit code."""
 
-    exit_code = EXIT_UNEXPECTED
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class
 
 
-class InterruptedFailure(click.ClickException):
-    """Ctrl-C: complete shards kept, no partial shard left (exit 130)."""
+@contextlib.contextmanager
+def library_errors() -> Iterator[None]:
+    """Map the library's errors (and Ctrl-C) to their exit codes: the one place that does it."""
+    try:
+        yield
+    except Dcm2TfrecError as exc:
+        raise Failed(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise Failed("interrupted", ExitCode.INTERRUPTED) from None
 
-    exit_code = EXIT_INTERRUPTED
+
+def options(*decorators: Decorator) -> Decorator:
+    """Apply several click options as one group, in the order listed."""
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+def _size_text(spec: ImageSpec) -> str:
+    return str(spec.width) if spec.width == spec.height else f"{spec.width}x{spec.height}"
+
+
+_SPEC, _COLUMNS = ImageSpec(), Columns()
+
+#: The labels CSV's columns and the image geometry: shared by convert and scan.
+LABEL_COLUMNS = options(
+    click.option(
+        "--id-col", default=_COLUMNS.id_col, show_default=True, help="CSV column with the image id."
+    ),
+    click.option(
+        "--path-col", default=_COLUMNS.path_col, show_default=True, help="CSV column with the DICOM path."
+    ),
+    click.option(
+        "--path-template",
+        default=_COLUMNS.path_template,
+        help="Build the path from columns instead, e.g. '{patient_id}/{image_id}.dcm'.",
+    ),
+)
+OUTPUT_SHAPE = options(
+    click.option(
+        "--size",
+        default=_size_text(_SPEC),
+        show_default=True,
+        help="Output size: N (square) or WIDTHxHEIGHT.",
+    ),
+    click.option(
+        "--channels",
+        type=click.Choice([str(c) for c in CHANNELS]),
+        default=str(_SPEC.channels),
+        show_default=True,
+        help="Output channels.",
+    ),
+    click.option(
+        "--bits",
+        type=click.Choice([str(b) for b in BITS]),
+        default=str(_SPEC.bits),
+        show_default=True,
+        help="8: windowed display image; 16: modality values + 32768, lossless.",
+    ),
+)
+WORKERS = options(
+    click.option(
+        "--workers",
+        type=click.IntRange(min=0),
+        default=default(ConvertConfig, "workers"),
+        show_default=True,
+        help="Worker processes (0 = all cores).",
+    ),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bar (and no summary after convert)."),
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -44,14 +118,18 @@ def cli() -> None:
 
 
 def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+    if n < 1000:
+        return f"{int(n)} B"
+    for unit in ("KB", "MB"):
         n /= 1000
-    return f"{n:.1f} GB"
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} GB"
 
 
 def _summary(result: ConvertResult) -> str:
+    from .manifest import ERRORS_NAME
+
     totals = result.manifest["totals"]
     rate = result.records / result.seconds if result.seconds > 0 else 0.0
     lines = [
@@ -60,7 +138,9 @@ def _summary(result: ConvertResult) -> str:
         f"time {result.seconds:.1f} s, {rate:.1f} images/s",
     ]
     if result.failures:
-        lines.append(f"rejected {len(result.failures)} row(s), listed in {result.out / 'errors.csv'}:")
+        lines.append(
+            f"rejected {len(result.failures)} row(s), listed in {os.path.join(result.out, ERRORS_NAME)}:"
+        )
         width = max(len(r) for r in result.rejected_by_reason)
         lines += [f"  {reason:<{width}}  {n}" for reason, n in result.rejected_by_reason.items()]
     else:
@@ -79,45 +159,85 @@ def _summary(result: ConvertResult) -> str:
     return "\n".join(lines)
 
 
-def _progress_bar(quiet: bool) -> Any:
+@contextlib.contextmanager
+def _progress_bar(quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback that draws a bar on stderr (none when ``quiet``), closed at the end."""
     from tqdm import tqdm
 
-    bar: dict[str, Any] = {}
+    bars: list[Any] = []
 
     def update(done: int, total: int) -> None:
-        if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, unit="img", file=sys.stderr, disable=quiet, dynamic_ncols=True)
-        bar["bar"].update(done - bar["bar"].n)
+        if not bars:
+            bars.append(tqdm(total=total, unit="img", file=sys.stderr, disable=quiet, dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
 
-    def close() -> None:
-        if "bar" in bar:
-            bar["bar"].close()
+    try:
+        yield update
+    finally:
+        for bar in bars:
+            bar.close()
 
-    return update, close
+
+def _convert_config(opts: dict[str, Any]) -> ConvertConfig:
+    """The library's config from the parsed options."""
+    from .config import Window, parse_size, parse_split
+
+    width, height = parse_size(opts["size"])
+    return ConvertConfig(
+        labels=opts["labels"],
+        images=opts["images"],
+        out=opts["out"],
+        columns=Columns(
+            opts["id_col"],
+            opts["path_col"],
+            opts["path_template"],
+            opts["target_col"],
+            group_col=opts["group_col"],
+            class_map=opts["class_map"],
+            extra_cols=opts["extra_cols"],
+            mask_col=opts["mask_col"],
+        ),
+        image=ImageSpec(
+            width=width,
+            height=height,
+            resize=opts["resize_mode"],
+            channels=int(opts["channels"]),
+            bits=int(opts["bits"]),
+            window=Window.parse(opts["window"]),
+            png_level=opts["png_level"],
+            exact_decode=opts["exact_decode"],
+            max_pixels=opts["max_pixels"],
+        ),
+        records_per_shard=opts["records_per_shard"],
+        prefix=opts["prefix"],
+        workers=opts["workers"],
+        seed=opts["seed"],
+        shuffle=opts["shuffle"],
+        overwrite=opts["overwrite"],
+        resume=opts["resume"],
+        allow_outside_root=opts["allow_outside_root"],
+        index=opts["write_index"],
+        timeout=opts["timeout"],
+        worker_memory=opts["worker_memory"],
+        split=parse_split(opts["split_text"]) if opts["split_text"] else (),
+        folds=opts["folds"],
+        stratify=opts["stratify"],
+        dicom_tags=opts["dicom_tags"],
+    )
+
+
+def _default(name: str) -> Any:
+    return default(ConvertConfig, name)
 
 
 @cli.command()
-@click.option("--labels", type=click.Path(path_type=Path), required=True, help="Labels CSV (UTF-8).")
+@click.option("--labels", required=True, help="Labels CSV (UTF-8).")
+@click.option("--images", required=True, help="Root folder; CSV paths are relative to it.")
+@click.option("--out", required=True, help="Output folder for shards, manifest, errors.")
+@LABEL_COLUMNS
 @click.option(
-    "--images",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Root folder; CSV paths are relative to it.",
+    "--target-col", default=_COLUMNS.target_col, show_default=True, help="CSV column with the integer target."
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Output folder for shards, manifest, errors.",
-)
-@click.option("--id-col", default="image_id", show_default=True, help="CSV column with the image id.")
-@click.option("--path-col", default="path", show_default=True, help="CSV column with the DICOM path.")
-@click.option(
-    "--path-template",
-    default=None,
-    help="Build the path from columns instead, e.g. '{patient_id}/{image_id}.dcm'.",
-)
-@click.option("--target-col", default="target", show_default=True, help="CSV column with the integer target.")
 @click.option(
     "--class-map",
     default=None,
@@ -149,7 +269,7 @@ def _progress_bar(quiet: bool) -> Any:
 @click.option(
     "--folds",
     type=click.IntRange(min=0),
-    default=0,
+    default=_default("folds"),
     help="K group-disjoint folds instead of splits; shards fold0-* .. fold{K-1}-*.",
 )
 @click.option(
@@ -158,44 +278,25 @@ def _progress_bar(quiet: bool) -> Any:
     help="Rows sharing this column's value (e.g. patient_id) stay in one split or fold.",
 )
 @click.option("--stratify", is_flag=True, help="Balance target classes across splits or folds.")
-@click.option(
-    "--size",
-    default="256",
-    show_default=True,
-    help="Output size: N (square) or WIDTHxHEIGHT, e.g. 512x384.",
-)
+@OUTPUT_SHAPE
 @click.option(
     "--resize",
     "resize_mode",
-    type=click.Choice(["stretch", "letterbox", "crop"]),
-    default="stretch",
+    type=click.Choice(RESIZE_MODES),
+    default=_SPEC.resize,
     show_default=True,
     help="stretch ignores aspect; letterbox fits and pads with black; crop fills and cuts the centre.",
 )
 @click.option(
-    "--channels",
-    type=click.Choice(["1", "3"]),
-    default="1",
-    show_default=True,
-    help="Output channels.",
-)
-@click.option(
-    "--bits",
-    type=click.Choice(["8", "16"]),
-    default="8",
-    show_default=True,
-    help="8: windowed display image; 16: modality values + 32768, lossless.",
-)
-@click.option(
     "--window",
-    default="auto",
+    default=str(_SPEC.window),
     show_default=True,
     help="auto (file's VOI LUT/window), none (min-max) or CENTER,WIDTH.",
 )
 @click.option(
     "--png-level",
-    type=click.IntRange(0, 9),
-    default=1,
+    type=click.IntRange(PNG_LEVELS.start, PNG_LEVELS.stop - 1),
+    default=_SPEC.png_level,
     show_default=True,
     help="PNG compression: 1 = fast (up filter, run-length deflate), 2-9 = zlib level with adaptive filters "
     "(2-40x slower, within about 10% of level 1's size), 0 = none.",
@@ -203,21 +304,21 @@ def _progress_bar(quiet: bool) -> Any:
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
-    default=200_000_000,
+    default=_SPEC.max_pixels,
     show_default=True,
     help="Reject images whose header declares more pixels (rows x columns x frames), before decoding.",
 )
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
-    default=300.0,
+    default=_default("timeout"),
     show_default=True,
     help="Seconds one row may take; a row over it is rejected as 'timeout'.",
 )
 @click.option(
     "--worker-memory",
     type=click.IntRange(min=0),
-    default=8192,
+    default=_default("worker_memory"),
     show_default=True,
     help="Address-space cap per worker process in MiB (0 = none); over it a row is 'out_of_memory'.",
 )
@@ -229,34 +330,28 @@ def _progress_bar(quiet: bool) -> Any:
 @click.option(
     "--records-per-shard",
     type=click.IntRange(min=1),
-    default=1000,
+    default=_default("records_per_shard"),
     show_default=True,
     help="Records per shard.",
 )
 @click.option(
     "--prefix",
-    default="train",
+    default=_default("prefix"),
     show_default=True,
     help="Shard name prefix: PREFIX-00000-COUNT.tfrec.",
 )
+@WORKERS
 @click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Worker processes (0 = all cores).",
+    "--seed", type=int, default=_default("seed"), show_default=True, help="Seed of the record order shuffle."
 )
-@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the record order shuffle.")
 @click.option(
     "--shuffle/--no-shuffle",
-    default=True,
+    default=_default("shuffle"),
     show_default=True,
     help="Shuffle record order (seeded) or keep CSV order.",
 )
 @click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace a previous output in --out (only files dcm2tfrec wrote).",
+    "--overwrite", is_flag=True, help="Replace a previous output in --out (only files dcm2tfrec wrote)."
 )
 @click.option(
     "--resume",
@@ -271,7 +366,6 @@ def _progress_bar(quiet: bool) -> Any:
     is_flag=True,
     help="Also write a DALI / tfrecord-package index per shard (.idx).",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def convert(**opts: Any) -> None:
     """Convert DICOM files listed in a labels CSV into TFRecord shards.
 
@@ -280,76 +374,14 @@ def convert(**opts: Any) -> None:
     2 usage, option or CSV error (nothing written); 1 write failure (e.g. disk full) or
     unexpected error; 130 interrupted. After 1 or 130, --resume goes on where it stopped.
     """
-    from .config import (
-        Columns,
-        ConfigError,
-        ConvertConfig,
-        ImageSpec,
-        Interrupted,
-        OutputError,
-        parse_size,
-        parse_split,
-        parse_window,
-    )
+    with library_errors(), _progress_bar(opts["quiet"]) as update:
+        from .engine.local import LocalEngine
 
-    update, close = _progress_bar(opts["quiet"])
-    try:
-        from .pool import start_server
+        config = _convert_config(opts)
+        with LocalEngine(config.workers, config.worker_memory) as engine:  # its imports overlap ours
+            from .convert import convert as run
 
-        start_server()  # the workers' imports then run while this process imports and reads the CSV
-        from .convert import convert as run
-
-        width, height = parse_size(opts["size"])
-        config = ConvertConfig(
-            labels=opts["labels"],
-            images=opts["images"],
-            out=opts["out"],
-            columns=Columns(
-                opts["id_col"],
-                opts["path_col"],
-                opts["path_template"],
-                opts["target_col"],
-                group_col=opts["group_col"],
-                class_map=opts["class_map"],
-                extra_cols=opts["extra_cols"],
-                mask_col=opts["mask_col"],
-            ),
-            image=ImageSpec(
-                width=width,
-                height=height,
-                resize=opts["resize_mode"],
-                channels=int(opts["channels"]),
-                bits=int(opts["bits"]),
-                window=parse_window(opts["window"]),
-                png_level=opts["png_level"],
-                exact_decode=opts["exact_decode"],
-                max_pixels=opts["max_pixels"],
-            ),
-            records_per_shard=opts["records_per_shard"],
-            prefix=opts["prefix"],
-            workers=opts["workers"],
-            seed=opts["seed"],
-            shuffle=opts["shuffle"],
-            overwrite=opts["overwrite"],
-            resume=opts["resume"],
-            allow_outside_root=opts["allow_outside_root"],
-            index=opts["write_index"],
-            timeout=opts["timeout"],
-            worker_memory=opts["worker_memory"] << 20,
-            split=parse_split(opts["split_text"]) if opts["split_text"] else (),
-            folds=opts["folds"],
-            stratify=opts["stratify"],
-            dicom_tags=opts["dicom_tags"],
-        )
-        result = run(config, progress=update)
-    except ConfigError as exc:
-        raise UsageFailure(str(exc)) from None
-    except OutputError as exc:
-        raise OutputFailure(str(exc)) from None
-    except (Interrupted, KeyboardInterrupt) as exc:
-        raise InterruptedFailure(str(exc) or "interrupted") from None
-    finally:
-        close()
+            result = run(config, progress=update, engine=engine)
     if not opts["quiet"]:
         click.echo(_summary(result))
     sys.exit(result.exit_code)
@@ -389,10 +421,9 @@ def inspect(
     """
     import json
 
-    from .config import ConfigError
     from .inspect import export_images, find_shards, format_report, inspect_paths, write_grid
 
-    try:
+    with library_errors():
         report = inspect_paths(list(paths), verify=verify, head=head)
         shards = find_shards(list(paths))
         extra = []
@@ -400,36 +431,25 @@ def inspect(
             extra.append(f"grid: {write_grid(shards, grid, limit)} image(s) in {grid}")
         if export:
             extra.append(f"export: {export_images(shards, export, limit)} image(s) in {export}")
-    except ConfigError as exc:
-        raise UsageFailure(str(exc)) from None
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
         click.echo(format_report(report))
         for line in extra:
             click.echo(line)
-    sys.exit(EXIT_OK if report.ok else EXIT_USAGE)
+    sys.exit(ExitCode.OK if report.ok else ExitCode.USAGE)
 
 
 @cli.command()
-@click.option("--images", type=click.Path(path_type=Path), required=True, help="Root folder of DICOM files.")
+@click.option("--images", required=True, help="Root folder of DICOM files.")
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Table to write: .csv or .parquet."
 )
-@click.option(
-    "--labels", type=click.Path(path_type=Path), help="Scan the files this CSV names; join its rows."
-)
-@click.option("--id-col", default="image_id", show_default=True, help="Labels CSV id column.")
-@click.option("--path-col", default="path", show_default=True, help="Labels CSV path column.")
-@click.option(
-    "--path-template", default=None, help="Build the path from columns, e.g. '{patient_id}/{image_id}.dcm'."
-)
-@click.option("--size", default="256", show_default=True, help="Output size for the projected convert size.")
-@click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True)
-@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="0 = all cores.")
+@click.option("--labels", help="Scan the files this CSV names; join its rows.")
+@LABEL_COLUMNS
+@OUTPUT_SHAPE
+@WORKERS
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON instead of text.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def scan(**opts: Any) -> None:
     """Read every DICOM header under --images (no pixel data) into a table, and profile it.
 
@@ -437,24 +457,20 @@ def scan(**opts: Any) -> None:
     One row per file (per labels row with --labels): UIDs, PatientID, geometry, bit depth,
     transfer syntax, rescale, windows, views, file size, and the reason when unreadable.
     Names, birth dates, addresses and other identifying attributes are never written.
+    The size and bits set the projected size of a conversion.
     Exit codes: 0 table written; 2 usage error.
     """
     import json
 
-    from .config import Columns, ConfigError, parse_size
+    from .config import parse_size
     from .scan import iter_profile_lines, profile, write_table
     from .scan import scan as run
 
-    update, close = _progress_bar(opts["quiet"])
-    try:
+    with library_errors(), _progress_bar(opts["quiet"]) as update:
         width, height = parse_size(opts["size"])
         columns = Columns(opts["id_col"], opts["path_col"], opts["path_template"])
         table = run(opts["images"], opts["labels"], columns, opts["workers"], update)
         write_table(table, opts["out"])
-    except ConfigError as exc:
-        raise UsageFailure(str(exc)) from None
-    finally:
-        close()
     report = profile(table, width, height, int(opts["channels"]), int(opts["bits"]))
     if opts["as_json"]:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
@@ -471,4 +487,4 @@ def main() -> None:
     except Exception:
         traceback.print_exc()
         click.echo("Error: unexpected failure (exit 1); the traceback above says where.", err=True)
-        sys.exit(EXIT_UNEXPECTED)
+        sys.exit(ExitCode.UNEXPECTED)

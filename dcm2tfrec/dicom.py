@@ -28,9 +28,11 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import get_expected_length
 
-from .config import DECODING_PLUGINS, DEFAULT_MAX_PIXELS, ImageSpec
+from .config import ImageSpec
+from .errors import DicomError, Reason, os_error_reason
 from .image import scaled_size
 from .pixels import stored_range
+from .policy import DECODING_PLUGINS
 from .records import FeatureKind, FeatureValue
 
 log = logging.getLogger(__name__)
@@ -71,14 +73,6 @@ _ENCODINGS = {  # (implicit VR, little endian) -> transfer syntax, for files wit
 }
 
 
-class DicomError(Exception):
-    """A file that cannot become an image; ``reason`` is a category from config.REASONS."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
 @dataclass
 class DicomImage:
     """Decoded stored values (rows x cols [x samples]) and the dataset they came from."""
@@ -95,12 +89,12 @@ def resolve_path(image_root: Path, rel: str, allow_outside_root: bool) -> Path:
     if not allow_outside_root:
         real, root = os.path.realpath(full), os.path.realpath(image_root)
         if os.path.commonpath([real, root]) != root:
-            raise DicomError("outside_root", f"{rel!r} resolves to {real}, outside {root}")
+            raise DicomError(Reason.OUTSIDE_ROOT, f"{rel!r} resolves to {real}, outside {root}")
     if not full.exists():
         detail = "dangling symlink or symlink loop" if full.is_symlink() else "no such file"
-        raise DicomError("file_missing", f"{full}: {detail}")
+        raise DicomError(Reason.FILE_MISSING, f"{full}: {detail}")
     if not full.is_file():
-        raise DicomError("not_a_file", f"{full} is not a regular file")
+        raise DicomError(Reason.NOT_A_FILE, f"{full} is not a regular file")
     return full
 
 
@@ -113,17 +107,21 @@ def read_dataset(path: Path, headers_only: bool = False) -> Dataset:
         try:
             ds = pydicom.dcmread(path, force=True, stop_before_pixels=headers_only)
         except Exception:
-            raise DicomError("not_dicom", f"not a DICOM file: {exc}") from None
+            raise DicomError(Reason.NOT_DICOM, f"not a DICOM file: {exc}") from None
         if ("PixelData" not in ds and not headers_only) or "Rows" not in ds:
-            raise DicomError("not_dicom", f"not a DICOM file: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise DicomError("truncated", f"the DICOM header ends early: {exc}") from None
+            raise DicomError(Reason.NOT_DICOM, f"not a DICOM file: {exc}") from None
+    except EOFError as exc:
+        raise DicomError(Reason.TRUNCATED, f"the DICOM header ends early: {exc}") from None
+    except OSError as exc:
+        raise DicomError(os_error_reason(exc), f"{path}: {exc.strerror or exc}") from None
     except Exception as exc:
-        raise DicomError("not_dicom", f"cannot parse the DICOM header: {type(exc).__name__}: {exc}") from None
+        raise DicomError(
+            Reason.NOT_DICOM, f"cannot parse the DICOM header: {type(exc).__name__}: {exc}"
+        ) from None
     if "TransferSyntaxUID" not in ds.file_meta:
         encoding = _ENCODINGS.get(tuple(ds.original_encoding))  # type: ignore[arg-type]
         if encoding is None or ("PixelData" in ds and ds["PixelData"].is_undefined_length):
-            raise DicomError("bad_header", "no Transfer Syntax UID, and the encoding cannot be inferred")
+            raise DicomError(Reason.BAD_HEADER, "no Transfer Syntax UID, and the encoding cannot be inferred")
         ds.file_meta.TransferSyntaxUID = encoding
     return ds
 
@@ -136,23 +134,24 @@ def check_header(ds: Dataset, max_pixels: int) -> tuple[int, int, int]:
         bits, samples = int(ds.get("BitsAllocated") or 0), int(ds.get("SamplesPerPixel") or 1)
         stored = int(ds.get("BitsStored") or bits)
     except (TypeError, ValueError) as exc:
-        raise DicomError("bad_header", f"unreadable image attributes: {exc}") from None
+        raise DicomError(Reason.BAD_HEADER, f"unreadable image attributes: {exc}") from None
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if rows < 1 or cols < 1:
-        raise DicomError("bad_header", f"Rows={rows}, Columns={cols}: the image has no size")
+        raise DicomError(Reason.BAD_HEADER, f"Rows={rows}, Columns={cols}: the image has no size")
     if bits not in (1, 8, 16, 32) or not 1 <= stored <= bits:
-        raise DicomError("bad_header", f"BitsAllocated={bits}, BitsStored={stored} are not a valid pair")
+        raise DicomError(Reason.BAD_HEADER, f"BitsAllocated={bits}, BitsStored={stored} are not a valid pair")
     if photometric not in _SAMPLES:
-        raise DicomError("unsupported", f"PhotometricInterpretation {photometric!r} is not supported")
+        raise DicomError(Reason.UNSUPPORTED, f"PhotometricInterpretation {photometric!r} is not supported")
     if _SAMPLES[photometric] != samples:
-        raise DicomError("bad_header", f"SamplesPerPixel={samples} contradicts {photometric}")
+        raise DicomError(Reason.BAD_HEADER, f"SamplesPerPixel={samples} contradicts {photometric}")
     if rows * cols * frames > max_pixels:
         raise DicomError(
-            "too_large", f"{rows} x {cols} x {frames} frame(s) exceeds --max-pixels {max_pixels}; not decoded"
+            Reason.TOO_LARGE,
+            f"{rows} x {cols} x {frames} frame(s) exceeds --max-pixels {max_pixels}; not decoded",
         )
     if frames != 1:
         raise DicomError(
-            "unsupported", f"multi-frame image ({frames} frames); only single frames are converted"
+            Reason.UNSUPPORTED, f"multi-frame image ({frames} frames); only single frames are converted"
         )
     return rows, cols, frames
 
@@ -163,10 +162,10 @@ def check_pixel_data(ds: Dataset, tsyntax: str, rows: int, cols: int) -> None:
     if not element.is_undefined_length:
         expected, actual = int(get_expected_length(ds, unit="bytes")), len(ds.PixelData)
         if actual < expected:
-            raise DicomError("truncated", f"pixel data has {actual} bytes, the header needs {expected}")
+            raise DicomError(Reason.TRUNCATED, f"pixel data has {actual} bytes, the header needs {expected}")
         if actual > expected + 1:
             raise DicomError(
-                "pixel_data_mismatch",
+                Reason.PIXEL_DATA_MISMATCH,
                 f"pixel data has {actual} bytes, the header declares {expected} "
                 f"({actual / expected:.2f} frames' worth with NumberOfFrames 1)",
             )
@@ -175,16 +174,16 @@ def check_pixel_data(ds: Dataset, tsyntax: str, rows: int, cols: int) -> None:
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
     except Exception as exc:
         raise DicomError(
-            "truncated", f"encapsulated pixel data is damaged: {type(exc).__name__}: {exc}"
+            Reason.TRUNCATED, f"encapsulated pixel data is damaged: {type(exc).__name__}: {exc}"
         ) from None
     size = codestream_size(frame, tsyntax)
     if size is not None and size != (rows, cols):
         raise DicomError(
-            "header_mismatch", f"codestream is {size[0]} x {size[1]}, the header says {rows} x {cols}"
+            Reason.HEADER_MISMATCH, f"codestream is {size[0]} x {size[1]}, the header says {rows} x {cols}"
         )
     if tsyntax in _JPEG_FAMILY or tsyntax in MULTI_RESOLUTION:
         if not _unpadded_end(frame).endswith(b"\xff\xd9"):
-            raise DicomError("truncated", "the codestream has no end marker (EOI/EOC)")
+            raise DicomError(Reason.TRUNCATED, "the codestream has no end marker (EOI/EOC)")
     elif tsyntax == uid.RLELossless:
         _check_rle(frame, ds)
 
@@ -219,14 +218,16 @@ def codestream_size(frame: bytes, tsyntax: str) -> tuple[int, int] | None:
 
 def _check_rle(frame: bytes, ds: Dataset) -> None:
     if len(frame) < 64:
-        raise DicomError("truncated", "RLE frame shorter than its 64-byte header")
+        raise DicomError(Reason.TRUNCATED, "RLE frame shorter than its 64-byte header")
     header = struct.unpack("<16I", frame[:64])
     segments, offsets = header[0], [o for o in header[1 : 1 + header[0]]]
     expected = int(ds.get("SamplesPerPixel") or 1) * int(ds.BitsAllocated) // 8
     if segments != expected or not offsets or offsets[0] != 64:
-        raise DicomError("decode_failed", f"RLE header declares {segments} segment(s), {expected} expected")
+        raise DicomError(
+            Reason.DECODE_FAILED, f"RLE header declares {segments} segment(s), {expected} expected"
+        )
     if any(b <= a for a, b in itertools.pairwise(offsets)) or offsets[-1] >= len(frame):
-        raise DicomError("truncated", "RLE segment offsets run past the end of the frame")
+        raise DicomError(Reason.TRUNCATED, "RLE segment offsets run past the end of the frame")
 
 
 def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:
@@ -234,36 +235,36 @@ def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:
 
     Warnings that pydicom or a decoder raise while reading or decoding are treated as damage.
     """
-    max_pixels = spec.max_pixels if spec is not None else DEFAULT_MAX_PIXELS
+    max_pixels = (spec or ImageSpec()).max_pixels
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = read_dataset(path)
         ended_early = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
         if ended_early:
-            raise DicomError("truncated", ended_early[0])
+            raise DicomError(Reason.TRUNCATED, ended_early[0])
         if "PixelData" not in ds:
             if _meta_cut_short(path):
-                raise DicomError("truncated", "the file ends inside its File Meta Information")
+                raise DicomError(Reason.TRUNCATED, "the file ends inside its File Meta Information")
             if "SOPClassUID" not in ds:
-                raise DicomError("not_dicom", "no Pixel Data and no SOP Class UID: not a DICOM image")
-            raise DicomError("no_pixel_data", f"no Pixel Data element (SOP class {ds.SOPClassUID})")
+                raise DicomError(Reason.NOT_DICOM, "no Pixel Data and no SOP Class UID: not a DICOM image")
+            raise DicomError(Reason.NO_PIXEL_DATA, f"no Pixel Data element (SOP class {ds.SOPClassUID})")
         tsyntax = str(ds.file_meta.TransferSyntaxUID)
         if tsyntax not in DECODING_PLUGINS:
             name = uid.UID(tsyntax).name
-            raise DicomError("unsupported", f"transfer syntax {name} ({tsyntax}) has no pinned decoder")
+            raise DicomError(Reason.UNSUPPORTED, f"transfer syntax {name} ({tsyntax}) has no pinned decoder")
         rows, cols, _ = check_header(ds, max_pixels)
         check_pixel_data(ds, tsyntax, rows, cols)
         try:
             pixels = decode_pixels(ds, spec)
         except Exception as exc:
             raise DicomError(
-                "decode_failed", f"{uid.UID(tsyntax).name}: {type(exc).__name__}: {exc}"
+                Reason.DECODE_FAILED, f"{uid.UID(tsyntax).name}: {type(exc).__name__}: {exc}"
             ) from None
     damage = [str(w.message) for w in caught if _is_damage(str(w.message))]
     if damage:
-        raise DicomError("decode_failed", f"the reader reported damage: {damage[0]}")
+        raise DicomError(Reason.DECODE_FAILED, f"the reader reported damage: {damage[0]}")
     if pixels.shape[:2] != (rows, cols) and not _is_reduction(pixels.shape[:2], rows, cols):
-        raise DicomError("header_mismatch", f"decoded {pixels.shape}, the header says {rows} x {cols}")
+        raise DicomError(Reason.HEADER_MISMATCH, f"decoded {pixels.shape}, the header says {rows} x {cols}")
     del ds.PixelData
     return DicomImage(pixels=pixels, header=ds, transfer_syntax=tsyntax)
 

@@ -2,8 +2,9 @@
 
 Tests set ``DCM2TFREC_TEST_FAULTS`` to a JSON object. Keys are image ids (a worker acts on that
 row: ``abort``, ``segfault``, ``kill``, ``hang``, ``memory``) or parent points starting with
-``@`` (``kill``: SIGKILL the parent there, e.g. ``@record:15``, ``@publish:1``,
+``@`` (``kill``: SIGKILL the parent there, e.g. ``@row:15``, ``@publish:1``,
 ``@journal:1``, ``@write:manifest.json``). Unset, every check is one dictionary lookup.
+Row faults act only in worker processes that an engine armed with :func:`arm` when it started them.
 """
 
 from __future__ import annotations
@@ -21,9 +22,18 @@ def _kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def inject_row_fault(faults: str, image_id: str) -> None:
-    """Act out the fault named for ``image_id`` in ``faults`` (a worker-side hook)."""
-    action = json.loads(faults).get(image_id)
+_armed: dict[str, str] = {}
+
+
+def arm(faults: str) -> None:
+    """Set this worker process's row faults from a fault spec (the engine's start-up hook)."""
+    _armed.clear()
+    _armed.update(json.loads(faults) if faults else {})
+
+
+def inject_row_fault(image_id: str) -> None:
+    """Act out the fault armed for ``image_id``, if any (a worker-side hook)."""
+    action = _armed.get(image_id)
     if action == "abort":
         os.abort()
     elif action == "segfault":

@@ -7,8 +7,6 @@ import numpy as np
 
 from .config import ImageSpec
 
-cv2.setNumThreads(1)
-
 
 def _interpolation(src_w: int, src_h: int, dst_w: int, dst_h: int) -> int:
     """INTER_AREA when the image shrinks in both directions, INTER_CUBIC otherwise."""
@@ -74,8 +72,8 @@ def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
 
 def _png_params(level: int) -> list[int]:
     """OpenCV's PNG settings for ``--png-level``. Level 1 (the default) uses one fixed row filter
-    ("up") and zlib's run-length strategy: on the benchmark images 1.6-2.9x faster than libpng's
-    adaptive filters at level 1, and 8-23% smaller. Other levels use the adaptive filters."""
+    ("up") and zlib's run-length strategy (faster and smaller than libpng's adaptive filters on
+    medical images: see the README's Performance section). Other levels use the adaptive filters."""
     if level == 1:
         return [
             cv2.IMWRITE_PNG_COMPRESSION,

@@ -7,8 +7,8 @@ Works without TensorFlow: framing and CRCs come from :mod:`shards`, records are 
 from __future__ import annotations
 
 import csv
-import glob
 import math
+import os
 import re
 import struct
 from collections import Counter
@@ -20,10 +20,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .config import ConfigError
-from .manifest import MANIFEST_NAME, read_manifest
+from .errors import ConfigError, ShardCorrupt, ShardError
+from .manifest import MANIFEST_NAME
 from .records import check_schema, decode_record
-from .shards import SHARD_NAME, SHARD_SUFFIX, ShardCorrupt, file_sha256, iter_records
+from .shards import shard_count
+from .sources import ShardSet, resolve
+from .storage.posix import PosixStore
+from .tfrecord import iter_records
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
@@ -82,22 +85,22 @@ class InspectReport:
         }
 
 
-def find_shards(paths: list[str]) -> list[Path]:
-    """Shard files named by ``paths``: files, folders (their ``*.tfrec``) or globs."""
-    found: list[Path] = []
+def _shard_sets(paths: list[str]) -> list[ShardSet]:
+    """What each path names: files, folders (their ``*.tfrec``), manifests or globs."""
+    sets = []
     for text in paths:
-        path = Path(text)
-        if path.is_dir():
-            found += sorted(path.glob(f"*{SHARD_SUFFIX}"))
-        elif set("*?[") & set(text):
-            found += sorted(Path(p) for p in glob.glob(text))
-        elif path.is_file():
-            found.append(path)
-        else:
+        if not os.path.exists(text) and not set("*?[") & set(text):
             raise ConfigError(f"{text}: no such shard, folder or glob match")
-    if not found:
-        raise ConfigError(f"no shard files in {' '.join(paths)}")
-    return list(dict.fromkeys(found))
+        try:
+            sets.append(resolve(text, listed=False))
+        except ShardError as exc:
+            raise ConfigError(str(exc)) from None
+    return sets
+
+
+def find_shards(paths: list[str]) -> list[Path]:
+    """Shard files named by ``paths``: files, folders (their ``*.tfrec``), manifests or globs."""
+    return list(dict.fromkeys(Path(f) for shards in _shard_sets(paths) for f in shards.files))
 
 
 def png_info(data: bytes) -> tuple[int, int, int, str] | None:
@@ -154,27 +157,34 @@ def inspect_shard(
     images: Counter[str] = Counter()
     targets: Counter[str] = Counter()
     pixel_range = [2**31, -1]
-    report.sha256, report.bytes = file_sha256(path), path.stat().st_size
-    try:
-        for index, (offset, data) in enumerate(iter_records(path)):
-            report.records += 1
-            try:
-                features = decode_record(data)
-            except (ValueError, UnicodeDecodeError) as exc:
-                report.problems.append(f"record {index} at byte {offset}: not a valid Example ({exc})")
-                continue
-            kinds.update({name: kind for name, (kind, _) in features.items()})
-            key, problems = _check_record(features, verify, pixel_range)
-            images[key] += 1
-            targets[str(_value(features, "target", "?"))] += 1
-            report.problems += [f"record {index} at byte {offset}: {p}" for p in problems]
-            if index < head:
-                image_id = _value(features, "image_id", b"").decode("utf-8", "replace")
-                report.head.append(
-                    {"index": index, "image_id": image_id, "target": _value(features, "target"), "image": key}
-                )
-    except ShardCorrupt as exc:
-        report.problems.append(str(exc))
+    store = PosixStore(str(path.parent))
+    report.sha256, report.bytes = store.sha256(path.name), store.size(path.name)
+    with open(path, "rb") as handle:
+        try:
+            for index, (offset, data) in enumerate(iter_records(handle, str(path))):
+                report.records += 1
+                try:
+                    features = decode_record(data)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    report.problems.append(f"record {index} at byte {offset}: not a valid Example ({exc})")
+                    continue
+                kinds.update({name: kind for name, (kind, _) in features.items()})
+                key, problems = _check_record(features, verify, pixel_range)
+                images[key] += 1
+                targets[str(_value(features, "target", "?"))] += 1
+                report.problems += [f"record {index} at byte {offset}: {p}" for p in problems]
+                if index < head:
+                    image_id = _value(features, "image_id", b"").decode("utf-8", "replace")
+                    report.head.append(
+                        {
+                            "index": index,
+                            "image_id": image_id,
+                            "target": _value(features, "target"),
+                            "image": key,
+                        }
+                    )
+        except ShardCorrupt as exc:
+            report.problems.append(str(exc))
     report.features = dict(sorted(kinds.items()))
     report.images = dict(images)
     report.targets = dict(
@@ -182,11 +192,9 @@ def inspect_shard(
     )
     if verify and report.records:
         report.pixel_range = pixel_range
-    match = SHARD_NAME.match(path.name)
-    if match and int(match.group("count")) != report.records:
-        report.problems.append(
-            f"the name says {match.group('count')} records, the shard holds {report.records}"
-        )
+    count = shard_count(path.name)
+    if count is not None and count != report.records:
+        report.problems.append(f"the name says {count} records, the shard holds {report.records}")
     if entry is not None:
         report.manifest = {
             "listed": True,
@@ -200,28 +208,21 @@ def inspect_shard(
     return report
 
 
-def _manifest_entries(folder: Path) -> dict[str, dict[str, Any]] | None:
-    if not (folder / MANIFEST_NAME).is_file():
-        return None
-    return {s["file"]: s for s in read_manifest(folder)["shards"]}
-
-
 def inspect_paths(paths: list[str], *, verify: bool = False, head: int = 0) -> InspectReport:
     """Inspect every shard named by ``paths``; a manifest next to a shard is checked against it."""
-    shards = find_shards(paths)
-    manifests = {folder: _manifest_entries(folder) for folder in {p.parent for p in shards}}
-    reports = []
-    for path in shards:
-        entries = manifests[path.parent]
-        report = inspect_shard(path, entries.get(path.name) if entries else None, verify=verify, head=head)
-        if entries is not None and path.name not in entries:
-            report.manifest = {"listed": False}
-            report.problems.append(f"not listed in {path.parent / MANIFEST_NAME}")
-        reports.append(report)
-    missing = []
-    for folder in sorted({Path(p) for p in paths if Path(p).is_dir()}):
-        entries = manifests.get(folder) or {}
-        missing += [str(folder / name) for name in entries if not (folder / name).exists()]
+    reports, missing, seen = [], [], set()
+    for shards in _shard_sets(paths):
+        for file in shards.files:
+            path = Path(file)
+            if path in seen:
+                continue
+            seen.add(path)
+            report = inspect_shard(path, shards.entry(file), verify=verify, head=head)
+            if shards.governs(file) and shards.entry(file) is None:
+                report.manifest = {"listed": False}
+                report.problems.append(f"not listed in {path.parent / MANIFEST_NAME}")
+            reports.append(report)
+        missing += [m for m in shards.listed_missing() if m not in missing]
     return InspectReport(reports, verified=verify, missing=missing)
 
 
@@ -229,16 +230,17 @@ def iter_images(shards: list[Path], limit: int) -> Iterator[tuple[str, int, byte
     """The first ``limit`` records' (image_id, target, PNG bytes) across ``shards``."""
     count = 0
     for path in shards:
-        for _, data in iter_records(path):
-            if count >= limit:
-                return
-            features = decode_record(data)
-            yield (
-                _value(features, "image_id", b"").decode("utf-8", "replace"),
-                int(_value(features, "target", 0)),
-                _value(features, "image", b""),
-            )
-            count += 1
+        with open(path, "rb") as handle:
+            for _, data in iter_records(handle, str(path)):
+                if count >= limit:
+                    return
+                features = decode_record(data)
+                yield (
+                    _value(features, "image_id", b"").decode("utf-8", "replace"),
+                    int(_value(features, "target", 0)),
+                    _value(features, "image", b""),
+                )
+                count += 1
 
 
 def _display(img: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The run journal: what a convert run has finished, so that ``--resume`` goes on from there.
 
 ``OUT/.dcm2tfrec.journal.jsonl``: the first line is the run's fingerprint (everything that
-shapes the output bytes); each further line is a :class:`Step`, appended and fsynced right after
+shapes the output bytes); each further line is a :class:`Step`, appended durably right after
 its shard was published: how far through the plan the run was, the shard, the targets in it and
 the rows rejected since the previous step. A line cut short by a crash is ignored. The journal
 is removed once the manifest is written, so its presence means "interrupted".
@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
+from dataclasses import dataclass, field
+from typing import Any
 
-from .config import Failure, OutputError
+from .config import ConvertConfig
+from .errors import ConfigError, Failure, OutputError
 from .faults import fault_point
-from .manifest import write_atomic
-from .shards import ShardInfo, file_sha256, index_text, iter_records
+from .policy import library_versions
+from .shards import ShardInfo
+from .storage import Appender, Store
+from .tfrecord import OVERHEAD, index_text, iter_records
 
 log = logging.getLogger(__name__)
 JOURNAL_NAME = ".dcm2tfrec.journal.jsonl"
@@ -41,7 +41,7 @@ class Step:
             "position": self.position,
             "shard": self.shard.to_json() if self.shard else None,
             "targets": {str(k): v for k, v in sorted(self.targets.items())},
-            "failures": [asdict(f) for f in self.failures],
+            "failures": [f.to_json() for f in self.failures],
         }
 
     @classmethod
@@ -58,51 +58,76 @@ def _line(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-class Journal:
-    """Appends steps to the journal file, each one flushed and fsynced before the run goes on."""
+def fingerprint(
+    config: ConvertConfig, labels_sha256: str, class_map: dict[str, int] | None
+) -> dict[str, Any]:
+    """Everything that shapes the output bytes: resuming requires the same fingerprint."""
+    options = config.describe()
+    for key in ("labels", "out"):  # the CSV counts by content; the output folder may move
+        options.pop(key)
+    return {
+        "config": options,
+        "labels_sha256": labels_sha256,
+        "class_map": class_map,
+        "versions": library_versions(),
+    }
 
-    def __init__(self, out_dir: Path, fingerprint: dict[str, Any], steps: Iterable[Step] = ()) -> None:
-        self.path = out_dir / JOURNAL_NAME
+
+class Journal:
+    """Appends steps to the journal, each one durable before the run goes on."""
+
+    def __init__(self, store: Store, fingerprint: dict[str, Any], steps: list[Step]) -> None:
+        self.store = store
+        self.fingerprint = fingerprint
         self.steps = list(steps)
         header = {"format": JOURNAL_FORMAT, "fingerprint": fingerprint}
-        write_atomic(self.path, "".join(_line(d) for d in [header, *(s.to_json() for s in self.steps)]))
-        self._handle: TextIO | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (see close)
+        text = "".join(_line(d) for d in [header, *(s.to_json() for s in self.steps)])
+        try:
+            store.write_text(JOURNAL_NAME, text)
+            self._appender: Appender | None = store.appender(JOURNAL_NAME)
+        except OSError as exc:
+            raise OutputError(f"writing {store.path(JOURNAL_NAME)} failed: {exc.strerror or exc}") from exc
 
     def append(self, step: Step) -> None:
         """Record a finished step durably."""
-        assert self._handle is not None
+        assert self._appender is not None
         fault_point("journal", len(self.steps))
         try:
-            self._handle.write(_line(step.to_json()))
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+            self._appender.append(_line(step.to_json()))
         except OSError as exc:
-            raise OutputError(f"writing {self.path} failed: {exc.strerror or exc}") from exc
+            raise OutputError(
+                f"writing {self.store.path(JOURNAL_NAME)} failed: {exc.strerror or exc}"
+            ) from exc
         self.steps.append(step)
 
+    @property
+    def shards(self) -> list[ShardInfo]:
+        """Every journaled shard, in order."""
+        return [s.shard for s in self.steps if s.shard]
+
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._appender is not None:
+            self._appender.close()
+            self._appender = None
 
     def finish(self) -> None:
         """The run is complete (manifest written): remove the journal."""
         self.close()
-        self.path.unlink(missing_ok=True)
+        self.store.delete(JOURNAL_NAME)
 
 
-def read_journal(out_dir: Path) -> tuple[dict[str, Any], list[Step]] | None:
-    """The fingerprint and steps of an interrupted run in ``out_dir``, or None when there is none."""
-    path = out_dir / JOURNAL_NAME
-    if not path.is_file():
+def read_journal(store: Store) -> tuple[dict[str, Any], list[Step]] | None:
+    """The fingerprint and steps of an interrupted run in ``store``, or None when there is none."""
+    if not store.is_file(JOURNAL_NAME):
         return None
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    where = store.path(JOURNAL_NAME)
+    lines = store.read_text(JOURNAL_NAME).splitlines(keepends=True)
     try:
         header = json.loads(lines[0])
         if header.get("format") != JOURNAL_FORMAT:
             raise ValueError(f"unknown journal format {header.get('format')!r}")
     except (IndexError, ValueError) as exc:
-        raise OutputError(f"{path} is not a dcm2tfrec journal ({exc}); use --overwrite") from None
+        raise OutputError(f"{where} is not a dcm2tfrec journal ({exc}); use --overwrite") from None
     steps = []
     for number, line in enumerate(lines[1:], start=2):
         try:
@@ -110,29 +135,28 @@ def read_journal(out_dir: Path) -> tuple[dict[str, Any], list[Step]] | None:
         except (ValueError, KeyError, TypeError):
             if number == len(lines):  # the last line, cut short by the crash
                 break
-            raise OutputError(f"{path}: line {number} is damaged; use --overwrite") from None
+            raise OutputError(f"{where}: line {number} is damaged; use --overwrite") from None
     return header["fingerprint"], steps
 
 
-def shard_intact(out_dir: Path, shard: ShardInfo) -> str | None:
+def shard_intact(store: Store, shard: ShardInfo) -> str | None:
     """Why a journaled shard (and its index) is not exactly as written, or None when it is."""
-    path = out_dir / shard.file
-    if not path.is_file():
+    if not store.is_file(shard.file):
         return f"{shard.file} is missing"
-    if path.stat().st_size != shard.bytes or file_sha256(path) != shard.sha256:
+    if store.size(shard.file) != shard.bytes or store.sha256(shard.file) != shard.sha256:
         return f"{shard.file} differs from what was written (size or SHA-256)"
     if shard.index:
-        index = out_dir / shard.index
-        offsets = [(o, len(r) + 16) for o, r in iter_records(path)]
-        if not index.is_file() or index.read_text(encoding="ascii") != index_text(offsets):
+        with store.open_read(shard.file) as handle:
+            offsets = [(o, len(r) + OVERHEAD) for o, r in iter_records(handle, shard.file)]
+        if not store.is_file(shard.index) or store.read_text(shard.index) != index_text(offsets):
             return f"{shard.index} is missing or differs from its shard"
     return None
 
 
-def verified_steps(out_dir: Path, steps: list[Step]) -> list[Step]:
+def verified_steps(store: Store, steps: list[Step]) -> list[Step]:
     """The journaled steps up to the first whose shard is damaged or gone (which is redone)."""
     for i, step in enumerate(steps):
-        problem = step.shard and shard_intact(out_dir, step.shard)
+        problem = step.shard and shard_intact(store, step.shard)
         if problem:
             log.warning("resume: %s; it and what followed are converted again", problem)
             return steps[:i]
@@ -149,3 +173,20 @@ def fingerprint_differences(old: dict[str, Any], new: dict[str, Any], prefix: st
         elif a != b:
             found.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return found
+
+
+def resumable_steps(store: Store, fingerprint: dict[str, Any]) -> list[Step]:
+    """The verified steps of the interrupted run in ``store`` (none without a journal); ConfigError
+    when that run had other inputs or options."""
+    found = read_journal(store)
+    if found is None:
+        return []
+    old, steps = found
+    differences = fingerprint_differences(old, fingerprint)
+    if differences:
+        raise ConfigError(
+            f"--resume refused: the interrupted run in {store.location} had other inputs or options "
+            "(was -> now):\n  " + "\n  ".join(differences) + "\nrun it with the same labels, images and "
+            "options, or pass --overwrite instead of --resume to start again"
+        )
+    return verified_steps(store, steps)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import math
 import re
@@ -10,16 +12,13 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Columns, ConfigError, Failure
-from .records import SCHEMA, FeatureKind, FeatureValue
+from .config import Columns
+from .errors import ConfigError, Failure, Reason
+from .records import RESERVED_FEATURES, FeatureKind, FeatureValue
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _MAX_REPORTED = 20
-
-
-#: Feature names the extra columns and DICOM tags may not take.
-RESERVED_FEATURES = frozenset({*SCHEMA, "mask", "class_name"})
 
 
 @dataclass(frozen=True)
@@ -39,13 +38,23 @@ class Row:
 @dataclass(frozen=True)
 class Labels:
     """The CSV split into rows to convert and rows rejected already (bad target, duplicate id),
-    with the class map (string targets) and the kind of each extra column."""
+    with the CSV's SHA-256, the class map (string targets) and the kind of each extra column."""
 
     rows: list[Row]
     failures: list[Failure]
-    header: list[str]
+    sha256: str
     class_map: dict[str, int] | None = None
     extra_kinds: dict[str, FeatureKind] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """A CSV read strictly: its header (names stripped), (start line, fields) per non-blank
+    record after it, and the SHA-256 of the bytes read."""
+
+    header: list[str]
+    records: list[tuple[int, list[str]]]
+    sha256: str
 
 
 def parse_target(text: str) -> int:
@@ -117,42 +126,40 @@ def _template_fields(template: str) -> list[str]:
     return names
 
 
-def read_records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Read the CSV strictly; return the header and (start line, fields) per non-blank record."""
+def read_records(path: str) -> CsvTable:
+    """Read the CSV once (a pipe such as ``<(cat labels.csv)`` works too) and parse it strictly."""
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        data = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot open labels CSV {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read labels CSV {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"labels CSV {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     records: list[tuple[int, list[str]]] = []
-    problems: list[str] = []
-    with handle:
-        reader = csv.reader(handle, strict=True)
-        end = 0
-        try:
-            for fields in reader:
-                start, end = end + 1, reader.line_num
-                if fields:
-                    records.append((start, fields))
-        except csv.Error as exc:
-            where = (
-                f"the record starting on line {end + 1}" if reader.line_num > end + 1 else f"line {end + 1}"
-            )
-            raise ConfigError(f"labels CSV {path}, {where}: {exc} (an unterminated quote?)") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"labels CSV {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
-            ) from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    end = 0
+    try:
+        for fields in reader:
+            start, end = end + 1, reader.line_num
+            if fields:
+                records.append((start, fields))
+    except csv.Error as exc:
+        where = f"the record starting on line {end + 1}" if reader.line_num > end + 1 else f"line {end + 1}"
+        raise ConfigError(f"labels CSV {path}, {where}: {exc} (an unterminated quote?)") from None
     if not records:
         raise ConfigError(f"labels CSV {path} is empty (no header line)")
     (_, header), body = records[0], records[1:]
-    for line, fields in body:
-        if len(fields) != len(header):
-            problems.append(f"line {line}: {len(fields)} fields, the header has {len(header)}")
+    problems = [
+        f"line {line}: {len(fields)} fields, the header has {len(header)}"
+        for line, fields in body
+        if len(fields) != len(header)
+    ]
     if problems:
         shown = "; ".join(problems[:_MAX_REPORTED])
         more = f" (and {len(problems) - _MAX_REPORTED} more)" if len(problems) > _MAX_REPORTED else ""
         raise ConfigError(f"labels CSV {path} is malformed: {shown}{more}")
-    return [h.strip() for h in header], body
+    return CsvTable([h.strip() for h in header], body, hashlib.sha256(data).hexdigest())
 
 
 def _needed_columns(columns: Columns) -> tuple[list[str], list[str]]:
@@ -175,14 +182,15 @@ def _needed_columns(columns: Columns) -> tuple[list[str], list[str]]:
     return needed, template_fields
 
 
-def read_labels(path: Path, columns: Columns) -> Labels:
+def read_labels(path: str, columns: Columns) -> Labels:
     """Read and validate the labels CSV.
 
     Structural problems (unreadable file, ragged rows, bad quoting, missing columns, a bad class
     map) raise ConfigError; row problems (bad target, empty id, path or group, duplicate id)
     become Failures.
     """
-    header, body = read_records(path)
+    table = read_records(path)
+    header, body = table.header, table.records
     needed, template_fields = _needed_columns(columns)
     missing = [c for c in dict.fromkeys(needed) if c not in header]
     if missing:
@@ -208,26 +216,26 @@ def read_labels(path: Path, columns: Columns) -> Labels:
             rel = fields[index[columns.path_col]]  # type: ignore[index]
         raw_target = fields[index[columns.target_col]]
         group = fields[index[columns.group_col]].strip() if columns.group_col else ""
-        problem: tuple[str, str] | None = None
+        problem: tuple[Reason, str] | None = None
         if not image_id.strip():
-            problem = ("missing_id", f"column {columns.id_col!r} is empty")
+            problem = (Reason.MISSING_ID, f"column {columns.id_col!r} is empty")
         elif image_id in first_line:
-            problem = ("duplicate_id", f"id {image_id!r} already on line {first_line[image_id]}")
+            problem = (Reason.DUPLICATE_ID, f"id {image_id!r} already on line {first_line[image_id]}")
         elif not rel.strip():
             what = ", ".join(map(repr, empty)) if empty else repr(columns.path_col)
-            problem = ("missing_path", f"column {what} is empty")
+            problem = (Reason.MISSING_PATH, f"column {what} is empty")
         elif columns.group_col and not group:
-            problem = ("missing_group", f"column {columns.group_col!r} is empty")
+            problem = (Reason.MISSING_GROUP, f"column {columns.group_col!r} is empty")
         elif class_map is not None:
             if raw_target.strip() not in class_map:
-                problem = ("bad_target", f"label {raw_target!r} is not in the class map")
+                problem = (Reason.BAD_TARGET, f"label {raw_target!r} is not in the class map")
             else:
                 target = class_map[raw_target.strip()]
         else:
             try:
                 target = parse_target(raw_target)
             except ValueError as exc:
-                problem = ("bad_target", str(exc))
+                problem = (Reason.BAD_TARGET, str(exc))
         if image_id.strip() and image_id not in first_line:
             first_line[image_id] = line
         if problem:
@@ -236,4 +244,4 @@ def read_labels(path: Path, columns: Columns) -> Labels:
         extras = tuple(typed_value(kind, fields[index[c]]) for c, kind in kinds.items())
         mask = fields[index[columns.mask_col]].strip() if columns.mask_col else ""
         rows.append(Row(line, image_id, rel, target, group, extras, mask))
-    return Labels(rows, failures, header, class_map, kinds)
+    return Labels(rows, failures, table.sha256, class_map, kinds)

@@ -10,11 +10,8 @@ import cv2
 import numpy as np
 
 from .config import ImageSpec
+from .errors import DicomError, MaskError
 from .image import place, scaled_size
-
-
-class MaskError(Exception):
-    """The mask cannot be used; the message says why."""
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -30,7 +27,7 @@ def read_mask(path: Path) -> np.ndarray:
         if mask is None:
             raise MaskError(f"cannot read {path.name} as a PNG")
     else:
-        from .dicom import DicomError, read_dicom
+        from .dicom import read_dicom
 
         try:
             mask = read_dicom(path).pixels

@@ -17,7 +17,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, apply_windowing
 
-from .config import VALUE_OFFSET_16, ImageSpec, Window
+from .config import ImageSpec, Window
+from .policy import VALUE_OFFSET_16
 
 _FAR = 1e300
 #: Header elements a lookup table depends on (besides the dtype and the ImageSpec).

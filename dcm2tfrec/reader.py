@@ -8,28 +8,42 @@ batch in one vectorised op, decode PNGs in parallel, prefetch.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from .config import VALUE_OFFSET_16
-from .manifest import MANIFEST_NAME
-from .records import SCHEMA
-from .shards import SHARD_NAME
+from .config import Window
+from .errors import ConfigError, ShardError
+from .policy import VALUE_OFFSET_16
+from .records import MASK, SCHEMA
+from .sources import ShardSet, Source, resolve
 
 _DTYPES = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
-_GLOB_CHARS = set("*?[")
-
-Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
-class ShardError(ValueError):
-    """A shard does not match its manifest, or shards cannot be split as asked; names the file."""
+class _GFiles:
+    """TensorFlow's file systems (local, gs:// and the others it reads natively) for the resolver."""
+
+    def isdir(self, path: str) -> bool:
+        return bool(tf.io.gfile.isdir(path))
+
+    def exists(self, path: str) -> bool:
+        return bool(tf.io.gfile.exists(path))
+
+    def glob(self, pattern: str) -> list[str]:
+        return list(tf.io.gfile.glob(pattern))
+
+    def read_text(self, path: str) -> str:
+        with tf.io.gfile.GFile(path, "r") as handle:
+            return str(handle.read())
+
+
+def resolve_source(source: Source) -> ShardSet:
+    """The shards of an output folder, a manifest path, a glob or a list of shard files (local or
+    any URL TensorFlow's file systems read), with their manifest when there is one."""
+    return resolve(source, _GFiles())
 
 
 def feature_spec(schema: dict[str, str] | None = None) -> dict[str, tf.io.FixedLenFeature]:
@@ -73,80 +87,7 @@ def select(
     if unknown:
         raise ShardError(f"no split or fold {', '.join(unknown)}; the manifest has {', '.join(parts)}")
     names = {f for name in wanted if name not in dropped for f in parts[name]["shards"]}
-    keep = [i for i, f in enumerate(shards.files) if posixpath.basename(f) in names]
-    return ShardSet(
-        [shards.files[i] for i in keep],
-        [shards.counts[i] for i in keep],
-        shards.manifest,
-        [shards.sizes[i] for i in keep],
-        [shards.sha256[i] for i in keep],
-    )
-
-
-@dataclass(frozen=True)
-class ShardSet:
-    """Shard files to read, their record counts (None when unknown) and the manifest, if any."""
-
-    files: list[str]
-    counts: list[int | None]
-    manifest: dict[str, Any] | None
-    sizes: list[int | None]
-    sha256: list[str | None]
-
-    @property
-    def records(self) -> int | None:
-        return None if any(c is None for c in self.counts) else sum(c or 0 for c in self.counts)
-
-
-def _load_manifest(path: str) -> dict[str, Any]:
-    with tf.io.gfile.GFile(path, "r") as handle:
-        data: dict[str, Any] = json.load(handle)
-    return data
-
-
-def _count_from_name(path: str) -> int | None:
-    match = SHARD_NAME.match(posixpath.basename(str(path)))
-    return int(match.group("count")) if match else None
-
-
-def resolve_source(source: Source) -> ShardSet:
-    """Turn an output folder, a manifest path, a glob or a list of shard files into a ShardSet.
-
-    Paths may be local or any URL TensorFlow's file system reads (gs://, s3://, ...).
-    """
-    manifest: dict[str, Any] | None = None
-    if isinstance(source, (str, os.PathLike)):
-        text = os.fspath(source)
-        if text.endswith(".json") or tf.io.gfile.isdir(text):
-            manifest_path = text if text.endswith(".json") else posixpath.join(text, MANIFEST_NAME)
-            if tf.io.gfile.exists(manifest_path):
-                manifest = _load_manifest(manifest_path)
-                folder = posixpath.dirname(manifest_path)
-                files = [posixpath.join(folder, s["file"]) for s in manifest["shards"]]
-            else:
-                files = sorted(tf.io.gfile.glob(posixpath.join(text, "*.tfrec")))
-        elif _GLOB_CHARS & set(text):
-            files = sorted(tf.io.gfile.glob(text))
-        else:
-            files = [text]
-    else:
-        files = [os.fspath(f) for f in source]
-    if not files:
-        raise ShardError(f"no shard files found in {source!r}")
-    if manifest is None:
-        folder = posixpath.dirname(files[0])
-        candidate = posixpath.join(folder, MANIFEST_NAME)
-        if all(posixpath.dirname(f) == folder for f in files) and tf.io.gfile.exists(candidate):
-            manifest = _load_manifest(candidate)
-    listed = {s["file"]: s for s in (manifest or {}).get("shards", [])}
-    entries = [listed.get(posixpath.basename(f)) for f in files]
-    return ShardSet(
-        files=files,
-        counts=[e["records"] if e else _count_from_name(f) for f, e in zip(files, entries, strict=True)],
-        manifest=manifest,
-        sizes=[e["bytes"] if e else None for e in entries],
-        sha256=[e["sha256"] if e else None for e in entries],
-    )
+    return shards.subset([i for i, f in enumerate(shards.files) if posixpath.basename(f) in names])
 
 
 def check_shards(shards: ShardSet, level: str = "size") -> None:
@@ -186,10 +127,7 @@ def shard_files(shards: ShardSet, num_shards: int, index: int) -> ShardSet:
             f"{len(shards.files)} shard file(s) cannot be split across {num_shards} workers; "
             "convert with a smaller --records-per-shard"
         )
-    pick = slice(index, None, num_shards)
-    return ShardSet(
-        shards.files[pick], shards.counts[pick], shards.manifest, shards.sizes[pick], shards.sha256[pick]
-    )
+    return shards.subset(range(index, len(shards.files), num_shards))
 
 
 def _image_config(manifest: dict[str, Any] | None) -> dict[str, Any]:
@@ -203,12 +141,12 @@ def _window(
         return window  # type: ignore[return-value]
     text = str(_image_config(manifest).get("window", ""))
     try:
-        center, width = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ShardError(
-            f"the manifest records no fixed window (window={text!r}); pass window=(C, W)"
-        ) from None
-    return center, width
+        recorded = Window.parse(text)
+    except ConfigError:
+        recorded = Window()
+    if recorded.center is None or recorded.width is None:
+        raise ShardError(f"the manifest records no fixed window (window={text!r}); pass window=(C, W)")
+    return recorded.center, recorded.width
 
 
 def window_image(values: tf.Tensor, center: float, width: float) -> tf.Tensor:
@@ -309,11 +247,11 @@ def make_dataset(
             images = tf.cast(images, tf.float32) / 255.0
         if with_features:
             features = {**features, "image": images}
-            if "mask" in features:
+            if MASK in features:
                 mask_shape = [shape[0], shape[1], 1]
-                features["mask"] = tf.map_fn(
+                features[MASK] = tf.map_fn(
                     lambda png: tf.ensure_shape(tf.io.decode_png(png, channels=1), mask_shape),
-                    features["mask"],
+                    features[MASK],
                     fn_output_signature=tf.TensorSpec(mask_shape, tf.uint8),
                 )
             if names is not None:

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import ConfigError
+
 FeatureKind = Literal["bytes", "int64", "float"]
 
 #: Feature name -> kind; every record carries every one of these, each with a single value.
@@ -27,6 +29,36 @@ SCHEMA: dict[str, FeatureKind] = {
 }
 
 FeatureValue = bytes | int | float
+#: The mask feature (``--mask-col``): PNG, uint8, one channel, the image's height and width.
+MASK = "mask"
+#: Derived by the reader from ``target`` and the manifest's class map; never stored.
+CLASS_NAME = "class_name"
+#: Feature names the extra columns and DICOM tags may not take.
+RESERVED_FEATURES = frozenset({*SCHEMA, MASK, CLASS_NAME})
+
+
+def tag_kinds(keywords: Sequence[str], extra_cols: Sequence[str] = ()) -> dict[str, FeatureKind]:
+    """The feature kind of each ``--dicom-tag`` keyword; ConfigError for unknown or clashing ones."""
+    if not keywords:
+        return {}
+    from .dicom import tag_kind  # loads pydicom: only when tags are asked for
+
+    clash = sorted((RESERVED_FEATURES | set(extra_cols)) & set(keywords))
+    if clash or len(set(keywords)) != len(keywords):
+        raise ConfigError(f"--dicom-tag {', '.join(clash) or 'repeated'}: that feature name is taken")
+    try:
+        return {keyword: tag_kind(keyword) for keyword in keywords}
+    except ValueError as exc:
+        raise ConfigError(f"--dicom-tag: {exc}") from None
+
+
+def run_schema(
+    extra: Mapping[str, FeatureKind], tags: Mapping[str, FeatureKind], masks: bool
+) -> dict[str, FeatureKind]:
+    """Every feature of a run's records and its kind (the manifest's ``schema``): :data:`SCHEMA`,
+    then the extra columns, DICOM tags and the mask, sorted by name."""
+    optional = dict(extra) | dict(tags) | ({MASK: "bytes"} if masks else {})
+    return dict(SCHEMA) | dict(sorted(optional.items()))
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ from typing import Any
 
 from joblib import Parallel, delayed
 
-from .config import DECODING_PLUGINS, Columns, ConfigError
+from .config import Columns
+from .errors import ConfigError, DicomError, Reason, os_error_reason
 from .labels import read_records
+from .policy import DECODING_PLUGINS
 
 #: The DICOM attributes a scan reads, in table order (no identifying ones).
 TAGS = (
@@ -57,7 +59,7 @@ Progress = Callable[[int, int], None]
 
 def read_header(root: Path, rel: str) -> dict[str, str]:
     """The table row of one file: its header values, or ``error`` / ``message`` when unreadable."""
-    from .dicom import DicomError, read_dataset, resolve_path, tag_text
+    from .dicom import read_dataset, resolve_path, tag_text
 
     row = dict.fromkeys(HEADER_COLUMNS, "")
     row["path"] = rel
@@ -68,12 +70,12 @@ def read_header(root: Path, rel: str) -> dict[str, str]:
             warnings.simplefilter("ignore")  # forced reads of non-DICOM files warn; the row says it
             ds = read_dataset(path, headers_only=True)
         if "SOPClassUID" not in ds and "Rows" not in ds:
-            raise DicomError("not_dicom", "no SOP Class UID and no image attributes")
+            raise DicomError(Reason.NOT_DICOM, "no SOP Class UID and no image attributes")
     except DicomError as exc:
-        row.update(error=exc.reason, message=str(exc))
+        row.update(error=exc.reason.value, message=str(exc))
         return row
     except OSError as exc:
-        row.update(error="file_missing", message=f"{exc.strerror or exc}")
+        row.update(error=os_error_reason(exc).value, message=f"{exc.strerror or exc}")
         return row
     meta = getattr(ds, "file_meta", None)
     for tag in TAGS:
@@ -106,12 +108,13 @@ class ScanTable:
 
     columns: list[str]
     rows: list[dict[str, str]]
-    labels: Path | None = None
+    labels: str | None = None
 
 
-def _label_paths(labels: Path, columns: Columns) -> tuple[list[str], list[dict[str, str]], list[str]]:
+def _label_paths(labels: str, columns: Columns) -> tuple[list[str], list[dict[str, str]], list[str]]:
     """The labels CSV's header, its rows as dicts, and each row's image path."""
-    header, body = read_records(labels)
+    table = read_records(labels)
+    header, body = table.header, table.records
     names = [columns.path_col] if not columns.path_template else []
     missing = [c for c in [columns.id_col, *names] if c and c not in header]
     if missing:
@@ -128,20 +131,21 @@ def _label_paths(labels: Path, columns: Columns) -> tuple[list[str], list[dict[s
 
 
 def scan(
-    images: Path,
-    labels: Path | None = None,
+    images: str | Path,
+    labels: str | Path | None = None,
     columns: Columns | None = None,
     workers: int = 0,
     progress: Progress | None = None,
 ) -> ScanTable:
     """Read every file's header under ``images`` (or each file the labels CSV names, joined to its
     row) in parallel; never reads pixel data."""
+    images = Path(images)
     if not images.is_dir():
         raise ConfigError(f"images folder {images} does not exist or is not a folder")
     label_header: list[str] = []
     label_rows: list[dict[str, str]] = []
     if labels is not None:
-        label_header, label_rows, paths = _label_paths(labels, columns or Columns())
+        label_header, label_rows, paths = _label_paths(str(labels), columns or Columns())
     else:
         paths = find_files(images)
     root = images.resolve()
@@ -160,7 +164,7 @@ def scan(
         {**row, **{renamed[k]: v for k, v in header.items() if k != "path"}}
         for row, header in zip(label_rows, results, strict=True)
     ]
-    return ScanTable(label_header + list(renamed.values()), joined, labels)
+    return ScanTable(label_header + list(renamed.values()), joined, str(labels))
 
 
 def write_table(table: ScanTable, out: Path) -> None:

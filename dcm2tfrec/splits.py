@@ -13,8 +13,6 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from .labels import Row
 
 
@@ -31,6 +29,8 @@ def assign(
     rows: Sequence[Row], parts: Sequence[tuple[str, float]], stratify: bool, seed: int
 ) -> dict[str, list[Row]]:
     """Rows per part name (CSV order within a part); no group is in two parts."""
+    import numpy as np
+
     groups: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         groups[_group_key(row)].append(row)

@@ -315,7 +315,7 @@ def profile(workdir: Path, scale: float, limit: int = 40) -> dict[str, dict[str,
     from dcm2tfrec.dicom import check_header, check_pixel_data, decode_pixels
     from dcm2tfrec.pixels import to_output
     from dcm2tfrec.records import make_record
-    from dcm2tfrec.shards import frame
+    from dcm2tfrec.tfrecord import frame
 
     stages: dict[str, dict[str, float]] = {}
     for corpus in CORPORA:

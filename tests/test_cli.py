@@ -16,7 +16,7 @@ from dcm2tfrec.cli import cli
 from dcm2tfrec.journal import JOURNAL_NAME
 from dcm2tfrec.testing import anatomy, make_demo
 
-from .conftest import live_processes, output_bytes, read_errors, read_shards
+from .helpers import live_processes, output_bytes, read_errors, read_shards
 
 DCM2TFREC = [sys.executable, "-m", "dcm2tfrec"]
 

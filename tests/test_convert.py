@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dcm2tfrec.config import ConfigError, ConvertConfig, ImageSpec, Window
+from dcm2tfrec.config import ConvertConfig, ImageSpec, Window
 from dcm2tfrec.convert import convert
-from dcm2tfrec.shards import file_sha256
+from dcm2tfrec.errors import ConfigError
 from dcm2tfrec.testing import TRANSFER_SYNTAXES, anatomy, ramp
 
-from .conftest import left_dark_right_bright, live_processes, output_bytes, read_errors, read_shards
+from .helpers import left_dark_right_bright, live_processes, output_bytes, read_errors, read_shards, sha256
 
 
 def _files() -> dict[str, dict]:
@@ -103,7 +103,7 @@ def test_shards_hold_exact_counts_and_match_the_manifest(converted) -> None:
     assert [s["records"] for s in manifest["shards"]] == expected_counts
     assert [s["file"] for s in manifest["shards"]] == names
     for shard in manifest["shards"]:
-        assert file_sha256(out / shard["file"]) == shard["sha256"]
+        assert sha256(out / shard["file"]) == shard["sha256"]
         assert (out / shard["file"]).stat().st_size == shard["bytes"]
     assert manifest["totals"] == {
         "rows": result.rows,
@@ -254,11 +254,13 @@ def test_non_empty_out_is_refused_and_overwrite_removes_only_our_files(dataset, 
     [
         ({"records_per_shard": 0}, "records-per-shard"),
         ({"prefix": "a/b"}, "prefix"),
-        ({"image": ImageSpec(channels=2)}, "channels"),
+        ({"image": {"channels": 2}}, "channels"),
     ],
 )
 def test_bad_options_are_refused_before_writing(dataset, tmp_path: Path, kw: dict, needle: str) -> None:
     labels, images = dataset({"a": dict(pixels=anatomy(16, 16, 0, 200, np.uint8))})
     with pytest.raises(ConfigError, match=needle):
+        if isinstance(kw.get("image"), dict):
+            kw = {**kw, "image": ImageSpec(**kw["image"])}
         convert(_config(labels, images, tmp_path / "out", **kw))
     assert not (tmp_path / "out").exists()

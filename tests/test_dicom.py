@@ -8,8 +8,9 @@ import pydicom
 import pytest
 from pydicom import examples
 
-from dcm2tfrec.config import DECODING_PLUGINS
-from dcm2tfrec.dicom import DicomError, _unpadded_end, read_dicom, resolve_path
+from dcm2tfrec.dicom import _unpadded_end, read_dicom, resolve_path
+from dcm2tfrec.errors import DicomError
+from dcm2tfrec.policy import DECODING_PLUGINS
 from dcm2tfrec.testing import TRANSFER_SYNTAXES, anatomy, write_dicom
 
 #: 12-bit JPEG Extended needs the GPL libjpeg plugin (optional extra), so we test 8-bit data there.

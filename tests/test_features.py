@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dcm2tfrec.config import Columns, ConfigError, ConvertConfig, ImageSpec
+from dcm2tfrec.config import Columns, ConvertConfig, ImageSpec
 from dcm2tfrec.convert import convert
+from dcm2tfrec.errors import ConfigError
 from dcm2tfrec.labels import column_kind
 from dcm2tfrec.reader import class_names, make_dataset
 from dcm2tfrec.testing import make_patients
 
-from .conftest import read_errors, rows_by_id
+from .helpers import read_errors, rows_by_id
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dcm2tfrec.config import ConfigError, ConvertConfig, ImageSpec
+from dcm2tfrec.config import ConvertConfig, ImageSpec
 from dcm2tfrec.convert import convert
+from dcm2tfrec.errors import ConfigError
 from dcm2tfrec.faults import FAULTS_ENV
 from dcm2tfrec.testing import anatomy, make_hostile, write_dicom
 
-from .conftest import read_errors, read_shards, write_labels
+from .helpers import read_errors, read_shards, write_labels
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_a_dying_or_hanging_worker_costs_exactly_its_row(
             workers=workers,
             chunk_size=4,
             timeout=3.0,
-            worker_memory=2 << 30,
+            worker_memory=2048,
         )
     )
     assert {f.image_id: f.reason for f in result.failures} == reasons

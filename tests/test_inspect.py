@@ -16,7 +16,7 @@ from dcm2tfrec.convert import convert
 from dcm2tfrec.inspect import inspect_paths, safe_name
 from dcm2tfrec.testing import make_demo
 
-from .conftest import read_shards
+from .helpers import read_shards
 
 
 @pytest.fixture(scope="module")

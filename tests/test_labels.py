@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from dcm2tfrec.config import Columns, ConfigError
+from dcm2tfrec.config import Columns
+from dcm2tfrec.errors import ConfigError
 from dcm2tfrec.labels import parse_target, read_labels
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from dcm2tfrec.config import ImageSpec
+from dcm2tfrec.errors import MaskError
 from dcm2tfrec.image import place, scale
-from dcm2tfrec.masks import MaskError, fit_mask, read_mask
+from dcm2tfrec.masks import fit_mask, read_mask
 from dcm2tfrec.testing import write_dicom
 
 

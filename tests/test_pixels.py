@@ -8,8 +8,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_windowing
 
-from dcm2tfrec.config import VALUE_OFFSET_16, ImageSpec, Window
+from dcm2tfrec.config import ImageSpec, Window
 from dcm2tfrec.pixels import grey_transform, to_output
+from dcm2tfrec.policy import VALUE_OFFSET_16
 from dcm2tfrec.testing import write_dicom
 
 

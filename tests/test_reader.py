@@ -13,7 +13,7 @@ from dcm2tfrec.convert import convert
 from dcm2tfrec.reader import ShardError
 from dcm2tfrec.testing import anatomy, ramp
 
-from .conftest import read_shards
+from .helpers import read_shards
 
 N = 23
 

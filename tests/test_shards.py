@@ -6,15 +6,21 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from dcm2tfrec.config import OutputError
-from dcm2tfrec.shards import (
-    SHARD_NAME,
-    ShardCorrupt,
-    ShardWriter,
-    file_sha256,
-    iter_records,
-    shard_name,
-)
+from dcm2tfrec.errors import OutputError, ShardCorrupt
+from dcm2tfrec.shards import SHARD_NAME, ShardWriter, shard_name
+from dcm2tfrec.storage.posix import PosixStore
+from dcm2tfrec.tfrecord import iter_records
+
+from .helpers import sha256
+
+
+def _writer(folder: Path, prefix: str, records: int, **kw) -> ShardWriter:
+    return ShardWriter(PosixStore(str(folder)), prefix, records, **kw)
+
+
+def _records(path: Path) -> list[bytes]:
+    with open(path, "rb") as handle:
+        return [r for _, r in iter_records(handle, str(path))]
 
 
 def test_names_match_the_kaggle_count_regex() -> None:
@@ -25,7 +31,7 @@ def test_names_match_the_kaggle_count_regex() -> None:
 
 
 def test_writer_exact_counts_tensorflow_reads_every_record(tmp_path: Path) -> None:
-    writer = ShardWriter(tmp_path, "val", 4)
+    writer = _writer(tmp_path, "val", 4)
     payloads = [f"record {i}".encode() * (i + 1) for i in range(10)]
     for p in payloads:
         writer.write(p)
@@ -39,12 +45,12 @@ def test_writer_exact_counts_tensorflow_reads_every_record(tmp_path: Path) -> No
     got = [r.numpy() for r in tf.data.TFRecordDataset([str(tmp_path / i.file) for i in infos])]
     assert got == payloads
     for info in infos:
-        assert file_sha256(tmp_path / info.file) == info.sha256
+        assert sha256(tmp_path / info.file) == info.sha256
         assert (tmp_path / info.file).stat().st_size == info.bytes
 
 
 def test_partial_shard_is_hidden_until_complete_and_abort_removes_it(tmp_path: Path) -> None:
-    writer = ShardWriter(tmp_path, "train", 3)
+    writer = _writer(tmp_path, "train", 3)
     writer.write(b"a")
     assert [p.name for p in tmp_path.iterdir()] == [".train-00000.tfrec.partial"]
     writer.abort()
@@ -53,7 +59,7 @@ def test_partial_shard_is_hidden_until_complete_and_abort_removes_it(tmp_path: P
 
 @pytest.mark.parametrize("where", [0, 9, 14, 20])
 def test_a_flipped_byte_is_caught_with_offset(tmp_path: Path, where: int) -> None:
-    writer = ShardWriter(tmp_path, "t", 10)
+    writer = _writer(tmp_path, "t", 10)
     writer.write(b"0123456789")
     writer.write(b"abcdefghij")
     (info,) = writer.close()
@@ -62,24 +68,24 @@ def test_a_flipped_byte_is_caught_with_offset(tmp_path: Path, where: int) -> Non
     data[26 + where] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(ShardCorrupt, match=r"record 1 at byte 26"):
-        list(iter_records(path))
+        _records(path)
 
 
 def test_truncation_is_caught(tmp_path: Path) -> None:
-    writer = ShardWriter(tmp_path, "t", 10)
+    writer = _writer(tmp_path, "t", 10)
     writer.write(b"0123456789")
     (info,) = writer.close()
     path = tmp_path / info.file
     path.write_bytes(path.read_bytes()[:-3])
     with pytest.raises(ShardCorrupt, match="truncated"):
-        list(iter_records(path))
+        _records(path)
 
 
 def test_index_files_match_the_tfrecord_package_and_its_reader(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    writer = ShardWriter(tmp_path, "t", 3, write_index=True)
+    writer = _writer(tmp_path, "t", 3, write_index=True)
     for i in range(5):
         writer.write(f"payload {i}".encode() * (i + 1))
     infos = writer.close()
@@ -106,7 +112,7 @@ def test_index_files_match_the_tfrecord_package_and_its_reader(tmp_path: Path) -
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_no_space_left_names_the_path_and_leaves_no_shard(tmp_path: Path) -> None:
-    writer = ShardWriter(tmp_path, "train", 3)
+    writer = _writer(tmp_path, "train", 3)
     writer.write(b"kept")
     writer.write(b"kept")
     writer.write(b"kept")
@@ -114,4 +120,4 @@ def test_no_space_left_names_the_path_and_leaves_no_shard(tmp_path: Path) -> Non
     with pytest.raises(OutputError, match=r"train-00001.*No space left on device"):
         writer.write(b"lost" * 10_000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train-00000-3.tfrec"]
-    assert [r for _, r in iter_records(tmp_path / "train-00000-3.tfrec")] == [b"kept"] * 3
+    assert _records(tmp_path / "train-00000-3.tfrec") == [b"kept"] * 3

@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dcm2tfrec.config import Columns, ConfigError, ConvertConfig, ImageSpec, parse_split
+from dcm2tfrec.config import Columns, ConvertConfig, ImageSpec, parse_split
 from dcm2tfrec.convert import convert
+from dcm2tfrec.errors import ConfigError
 from dcm2tfrec.labels import Row
 from dcm2tfrec.reader import make_dataset
 from dcm2tfrec.splits import assign, describe
 from dcm2tfrec.testing import make_patients
 
-from .conftest import rows_by_id
+from .helpers import rows_by_id
 
 
 def _rows(groups: int, seed: int = 0) -> list[Row]:

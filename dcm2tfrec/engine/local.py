@@ -1,5 +1,6 @@
-"""The worker processes of a run: forked from a server that has the pixel stack imported, one pipe
-each, results in plan order; a chunk whose worker dies or overruns is re-run row by row in isolation.
+"""The local engine: worker processes forked from a server that has the pixel stack imported, one
+pipe each, results in plan order; a chunk whose worker dies or overruns is re-run row by row in
+isolation. Process concerns live here: the memory cap, Ctrl-C, single-threaded OpenCV, test faults.
 
 No executor: with per-worker pipes and no helper threads, killing the workers (a timeout, Ctrl-C,
 a write error, the end of the run) can never leave a half-read result blocking the caller, which
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import resource
 import signal
 import sys
 import threading
@@ -18,25 +21,17 @@ from collections.abc import Iterator
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext, ForkServerProcess
-from types import ModuleType, TracebackType
+from types import ModuleType
 
-from .config import Failure
-from .labels import Row
-from .records import Sample
-from .worker import Task, process_chunk
+from .. import faults
+from ..errors import Failure, Reason
+from ..labels import Row
+from ..policy import PRELOAD
+from ..records import Sample
+from ..worker import Task, process_chunk
+from . import Engine, Result
 
 log = logging.getLogger(__name__)
-Result = list[Sample | Failure]
-
-#: Imported once by the fork server, so every worker starts with the pixel stack loaded.
-PRELOAD = [
-    "dcm2tfrec.worker",
-    "dcm2tfrec.dicom",
-    "dcm2tfrec.image",
-    "dcm2tfrec.pixels",
-    "openjpeg",
-    "PIL.Jpeg2KImagePlugin",
-]
 
 
 class _Process(ForkServerProcess):
@@ -61,19 +56,18 @@ class _Context(ForkServerContext):
 
 
 #: How worker processes start: forked from multiprocessing's fork server, which imports
-#: :data:`PRELOAD` (pydicom, its decoders, OpenCV) once per session instead of each worker importing
-#: them (0.5 s of CPU per worker on the bench machine). The server is a fresh interpreter, not a
-#: fork of the caller, so the caller's threads and TensorFlow never reach a worker; it keeps the
-#: environment it started with.
+#: :data:`policy.PRELOAD` (pydicom, its decoders, OpenCV) once per session instead of each worker
+#: importing them. The server is a fresh interpreter, not a fork of the caller, so the caller's
+#: threads and TensorFlow never reach a worker; it keeps the environment it started with.
 _CONTEXT = _Context()
 
 
 def start_server() -> None:
-    """Start the fork server with :data:`PRELOAD`, if it is not running, so that its imports overlap
-    the caller's own work. It starts with Ctrl-C ignored (when called from the main thread): a
+    """Start the fork server with :data:`policy.PRELOAD`, if it is not running, so that its imports
+    overlap the caller's own work. It starts with Ctrl-C ignored (when called from the main thread): a
     Ctrl-C during its imports then prints no traceback from it, and the workers leave Ctrl-C to the
     caller."""
-    _CONTEXT.set_forkserver_preload(PRELOAD)
+    _CONTEXT.set_forkserver_preload(list(PRELOAD))
     handler = signal.getsignal(signal.SIGINT)
     if handler is None or threading.current_thread() is not threading.main_thread():
         forkserver.ensure_running()
@@ -85,12 +79,36 @@ def start_server() -> None:
         signal.signal(signal.SIGINT, handler)
 
 
+def memory_cap(mib: int) -> int:
+    """The address-space cap in bytes for ``--worker-memory`` ``mib`` (0 = none): never more than
+    this process's hard limit (a shell's ``ulimit -v``), which a worker could not raise."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    wanted = mib << 20
+    return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+
+
+def _serve(conn: Connection, memory: int, fault_spec: str) -> None:
+    """A worker's life: set its limits once, then a chunk in, its results out, until the parent
+    closes the pipe or dies."""
+    import cv2  # preloaded by the fork server
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if memory:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    cv2.setNumThreads(1)  # one row per process: threads would only compete with the other workers
+    faults.arm(fault_spec)
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            chunk, task = conn.recv()
+            conn.send(process_chunk(chunk, task))
+
+
 class _Worker:
     """One worker process, the parent's end of its pipe, and the chunk it holds."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory: int, fault_spec: str) -> None:
         self.conn, child = _CONTEXT.Pipe()
-        self.process = _CONTEXT.Process(target=_serve, args=(child,), daemon=True)
+        self.process = _CONTEXT.Process(target=_serve, args=(child, memory, fault_spec), daemon=True)
         self.process.start()
         child.close()
         self.chunk = -1
@@ -117,34 +135,41 @@ class _Worker:
         self.conn.close()
 
 
-def _serve(conn: Connection) -> None:
-    """A worker's loop: a chunk in, its results out, until the parent closes the pipe or dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(EOFError, OSError):
-        while True:
-            chunk, task = conn.recv()
-            conn.send(process_chunk(chunk, task))
-
-
-class WorkerPool:
-    """``workers`` worker processes, also for one worker: a crash, a hang or the memory cap then
-    costs only its row, and decoding never shares the caller's process.
+class LocalEngine(Engine):
+    """``workers`` worker processes (0 = every core), also for one worker: a crash, a hang or the
+    memory cap then costs only its row, and decoding never shares the caller's process.
 
     Each worker holds one chunk at a time and gets the next as soon as it hands a result back;
     results wait for their turn in plan order, at most ``4 * workers`` chunks ahead of it.
-    ``close`` (or leaving the ``with`` block) kills the processes: they are idle, or their work is
-    no longer wanted (Ctrl-C or a write error in the caller).
+    ``close`` kills the processes: they are idle, or their work is no longer wanted (Ctrl-C or a
+    write error in the caller). ``memory_mib`` caps each worker's address space (0 = no cap);
+    the test fault spec is read from the environment when the engine is made.
     """
 
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
+    def __init__(self, workers: int = 0, memory_mib: int = 0) -> None:
+        self.workers = workers if workers > 0 else (os.cpu_count() or 1)
+        self.memory = memory_cap(memory_mib)
+        if memory_mib and self.memory != memory_mib << 20:
+            log.warning(
+                "--worker-memory %d MiB is above this shell's hard limit (ulimit -v): workers are capped "
+                "at %d MiB",
+                memory_mib,
+                self.memory >> 20,
+            )
+        self.fault_spec = os.environ.get(faults.FAULTS_ENV, "")
         self._running: list[_Worker] = []
+
+    def start(self) -> None:
         start_server()
+
+    def _worker(self) -> _Worker:
+        return _Worker(self.memory, self.fault_spec)
 
     def results(self, task: Task, chunks: list[list[Row]], timeout: float) -> Iterator[Result]:
         """Each chunk's results, in order. When a worker dies or a chunk overruns ``timeout`` seconds
         per row, the worker is replaced and that chunk's rows are re-run one by one, each alone in a
         fresh process, so only the guilty row is lost."""
+        self.start()
         ready: dict[int, Result] = {}
         sent = 0
         for index in range(len(chunks)):
@@ -156,7 +181,7 @@ class WorkerPool:
     def _give(self, task: Task, chunks: list[list[Row]], sent: int, timeout: float) -> int:
         """Start missing workers and give each idle one the next chunk; return how many were sent."""
         while len(self._running) < self.workers:
-            self._running.append(_Worker())
+            self._running.append(self._worker())
         for worker in self._running:
             if worker.chunk < 0 and sent < len(chunks):
                 worker.give(sent, chunks[sent], task, timeout)
@@ -180,40 +205,30 @@ class WorkerPool:
                 self._running.remove(worker)
                 worker.stop()
                 log.warning("chunk %d lost its worker or overran; re-running its rows alone", index)
-                result = [run_isolated(row, task, timeout) for row in chunks[index]]
+                result = [self.run_isolated(row, task, timeout) for row in chunks[index]]
             ready[index] = result
+
+    def run_isolated(self, row: Row, task: Task, timeout: float) -> Sample | Failure:
+        """Run one row in a fresh worker; a crash or a hang becomes that row's Failure."""
+        self.start()
+        worker = self._worker()
+        worker.give(0, [row], task, timeout)
+        timed_out = not wait([worker.conn, worker.process.sentinel], timeout)
+        result = None if timed_out else worker.take()
+        worker.stop()
+        if result is not None:
+            return result[0]
+        if timed_out:
+            return Failure(
+                row.line, row.image_id, row.path, Reason.TIMEOUT, f"no result within --timeout {timeout:g} s"
+            )
+        code = worker.process.exitcode or 0
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        return Failure(
+            row.line, row.image_id, row.path, Reason.WORKER_CRASHED, f"the worker process died ({how})"
+        )
 
     def close(self) -> None:
         """Kill the worker processes (they are idle or their work is no longer wanted)."""
         while self._running:
             self._running.pop().stop()
-
-    def __enter__(self) -> WorkerPool:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-def run_isolated(row: Row, task: Task, timeout: float) -> Sample | Failure:
-    """Run one row in a fresh worker; a crash or a hang becomes that row's Failure."""
-    start_server()
-    worker = _Worker()
-    worker.give(0, [row], task, timeout)
-    timed_out = not wait([worker.conn, worker.process.sentinel], timeout)
-    result = None if timed_out else worker.take()
-    worker.stop()
-    if result is not None:
-        return result[0]
-    if timed_out:
-        return Failure(
-            row.line, row.image_id, row.path, "timeout", f"no result within --timeout {timeout:g} s"
-        )
-    code = worker.process.exitcode or 0
-    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    return Failure(row.line, row.image_id, row.path, "worker_crashed", f"the worker process died ({how})")
-
-
-__all__ = ["PRELOAD", "WorkerPool", "run_isolated", "start_server"]

@@ -1,0 +1,165 @@
+"""The one error hierarchy, the row rejection reasons (with their descriptions) and the exit codes.
+
+Library errors carry the command line's exit code, so the CLI maps every one of them in one place.
+A bad row is never an exception that escapes: it becomes a :class:`Failure` with a :class:`Reason`.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import asdict, dataclass
+from enum import Enum, IntEnum
+from typing import Any
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the command line (the README's table)."""
+
+    OK = 0
+    UNEXPECTED = 1
+    USAGE = 2
+    REJECTED = 3
+    INTERRUPTED = 130
+
+
+class Reason(str, Enum):
+    """Why a CSV row did not become a record: the ``reason`` column of errors.csv."""
+
+    description: str
+
+    def __new__(cls, value: str, description: str) -> Reason:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.description = description
+        return member
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    @classmethod
+    def of(cls, text: str) -> Reason:
+        """The reason written ``text``; ValueError for an unknown one."""
+        for reason in cls:
+            if reason.value == text:
+                return reason
+        raise ValueError(f"{text!r} is not a rejection reason")
+
+    BAD_TARGET = (
+        "bad_target",
+        "the target is empty, not an integer (`1.5`, `abc`, `1e3`), outside int64, "
+        "or not in the `--class-map`",
+    )
+    MISSING_GROUP = (
+        "missing_group",
+        "the `--group-col` cell is empty, so the row cannot be kept with its group",
+    )
+    MISSING_ID = "missing_id", "the id cell is empty"
+    DUPLICATE_ID = "duplicate_id", "the id appeared on an earlier line; the first occurrence is the one kept"
+    MISSING_PATH = "missing_path", "the path cell, or a field of `--path-template`, is empty"
+    OUTSIDE_ROOT = "outside_root", "the path resolves outside `--images` (see `--allow-outside-root`)"
+    FILE_MISSING = "file_missing", "no file there (or a dangling symlink)"
+    NOT_A_FILE = "not_a_file", "a folder or other non-regular file"
+    UNREADABLE = "unreadable", "the file is there but cannot be read (permission denied, an I/O error)"
+    NOT_DICOM = "not_dicom", "not DICOM (no DICM preamble, and no header that parses as an image)"
+    NO_PIXEL_DATA = "no_pixel_data", "a DICOM file without Pixel Data (e.g. a structured report)"
+    UNSUPPORTED = (
+        "unsupported",
+        "DICOM, but outside the pixel policy (multi-frame, an unknown transfer syntax or photometric "
+        "interpretation)",
+    )
+    BAD_HEADER = "bad_header", "image attributes missing or inconsistent (Rows, Columns, bits, samples)"
+    TOO_LARGE = "too_large", "the header declares more pixels than `--max-pixels`; nothing was decoded"
+    TRUNCATED = "truncated", "the file, its pixel data or its codestream ends early"
+    PIXEL_DATA_MISMATCH = (
+        "pixel_data_mismatch",
+        "the pixel data is longer than the header declares (e.g. a second frame)",
+    )
+    HEADER_MISMATCH = "header_mismatch", "the codestream's own dimensions disagree with Rows / Columns"
+    DECODE_FAILED = "decode_failed", "the decoder failed or reported damage"
+    PIXEL_ERROR = "pixel_error", "the pixel pipeline (LUT, window, resize, PNG) failed"
+    BAD_MASK = "bad_mask", "the `--mask-col` file is missing, unreadable, or not the image's size"
+    OUT_OF_MEMORY = "out_of_memory", "decoding needed more memory than `--worker-memory` allows"
+    WORKER_CRASHED = "worker_crashed", "the worker process died on this row (abort, segfault, killed)"
+    TIMEOUT = "timeout", "the row took longer than `--timeout`"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A rejected CSV row: its 1-based CSV line, id, path, a :class:`Reason` and a message."""
+
+    line: int
+    image_id: str
+    path: str
+    reason: str
+    message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", Reason.of(self.reason).value)  # a known reason, stored as text
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Dcm2TfrecError(Exception):
+    """Base class of the errors the library raises on purpose; ``exit_code`` is the CLI's."""
+
+    exit_code: int = ExitCode.UNEXPECTED
+
+
+class ConfigError(Dcm2TfrecError):
+    """Bad options, a bad or unreadable labels CSV, or an output folder that cannot be used.
+
+    Raised before anything is written.
+    """
+
+    exit_code = ExitCode.USAGE
+
+
+class OutputError(Dcm2TfrecError):
+    """Writing the output failed (disk full, permissions); the message names the path."""
+
+
+class Interrupted(Dcm2TfrecError):
+    """The run was interrupted (Ctrl-C); finished shards are kept, no partial shard is."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+class RowError(Dcm2TfrecError):
+    """A row that cannot become a record; ``reason`` is its :class:`Reason`."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DicomError(RowError):
+    """A file that cannot become an image."""
+
+
+class MaskError(RowError):
+    """A ``--mask-col`` file that cannot be used."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Reason.BAD_MASK, message)
+
+
+class ShardCorrupt(Dcm2TfrecError):
+    """A shard's framing or CRC is wrong; the message names the file, record and byte offset."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ShardError(Dcm2TfrecError, ValueError):
+    """Shards do not match their manifest, or cannot be read or split as asked; names the file."""
+
+    exit_code = ExitCode.USAGE
+
+
+def os_error_reason(exc: OSError) -> Reason:
+    """The rejection reason of an OSError met while reading a row's file."""
+    if isinstance(exc, FileNotFoundError) or exc.errno == errno.ENOENT:
+        return Reason.FILE_MISSING
+    if isinstance(exc, IsADirectoryError):
+        return Reason.NOT_A_FILE
+    return Reason.UNREADABLE

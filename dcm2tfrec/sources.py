@@ -1,0 +1,167 @@
+"""One resolver from a source (an output folder, a manifest, a glob, shard files) to its shards,
+with the manifest's facts about each, for the reader and for ``inspect``. TensorFlow-free: the
+caller passes the file system to list and read with (local by default).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import ShardError
+from .manifest import MANIFEST_NAME, parse_manifest
+from .shards import SHARD_SUFFIX, shard_count
+
+Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+_GLOB_CHARS = frozenset("*?[")
+
+
+class Files(Protocol):
+    """The little a resolver needs of a file system."""
+
+    def isdir(self, path: str) -> bool: ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def glob(self, pattern: str) -> list[str]: ...
+
+    def read_text(self, path: str) -> str: ...
+
+
+class LocalFiles:
+    """The local file system."""
+
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def glob(self, pattern: str) -> list[str]:
+        return glob.glob(pattern)
+
+    def read_text(self, path: str) -> str:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+
+
+LOCAL = LocalFiles()
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """Shard files to read, their record counts, sizes and SHA-256 (None when unknown), and the
+    manifest of their folder, if any, with that folder."""
+
+    files: list[str]
+    counts: list[int | None]
+    sizes: list[int | None]
+    sha256: list[str | None]
+    manifest: dict[str, Any] | None = None
+    folder: str | None = None
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def records(self) -> int | None:
+        return None if any(c is None for c in self.counts) else sum(c or 0 for c in self.counts)
+
+    def subset(self, keep: Sequence[int]) -> ShardSet:
+        """The shards at positions ``keep``, with the same manifest."""
+        return ShardSet(
+            [self.files[i] for i in keep],
+            [self.counts[i] for i in keep],
+            [self.sizes[i] for i in keep],
+            [self.sha256[i] for i in keep],
+            self.manifest,
+            self.folder,
+            self.entries,
+        )
+
+    def governs(self, path: str) -> bool:
+        """Whether ``path`` lies in the manifest's folder (so the manifest should list it)."""
+        return self.folder is not None and posixpath.dirname(path) == self.folder
+
+    def entry(self, path: str) -> dict[str, Any] | None:
+        """The manifest's entry for the shard at ``path``, if it lists it."""
+        return self.entries.get(posixpath.basename(path)) if self.governs(path) else None
+
+    def listed_missing(self, files: Files = LOCAL) -> list[str]:
+        """Shards the manifest lists that are not in its folder."""
+        if self.folder is None:
+            return []
+        return [
+            posixpath.join(self.folder, n)
+            for n in self.entries
+            if not files.exists(posixpath.join(self.folder, n))
+        ]
+
+
+def read_manifest(path: str, files: Files = LOCAL) -> dict[str, Any]:
+    """A manifest from its file; ShardError when it is not one or lists a shard outside its folder."""
+    try:
+        manifest = parse_manifest(files.read_text(path), path)
+        names = [entry["file"] for entry in manifest["shards"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ShardError(f"{path}: not a readable dcm2tfrec manifest ({exc})") from None
+    outside = [
+        n for n in names if not isinstance(n, str) or posixpath.basename(n) != n or n in ("", ".", "..")
+    ]
+    if outside:
+        raise ShardError(f"{path} lists {outside[0]!r}, which is not a shard inside its folder")
+    return manifest
+
+
+def _files_of(text: str, files: Files, listed: bool) -> tuple[list[str], str | None]:
+    """The shard files a path names, and the manifest file it names or holds."""
+    if text.endswith(".json"):
+        folder = posixpath.dirname(text)
+        return [posixpath.join(folder, s["file"]) for s in read_manifest(text, files)["shards"]], text
+    if files.isdir(text):
+        candidate = posixpath.join(text, MANIFEST_NAME)
+        manifest = candidate if files.exists(candidate) else None
+        if manifest and listed:
+            return [
+                posixpath.join(text, s["file"]) for s in read_manifest(manifest, files)["shards"]
+            ], manifest
+        return sorted(files.glob(posixpath.join(text, f"*{SHARD_SUFFIX}"))), manifest
+    if _GLOB_CHARS & set(text):
+        return sorted(files.glob(text)), None
+    return [text], None
+
+
+def resolve(source: Source, files: Files = LOCAL, listed: bool = True) -> ShardSet:
+    """Turn an output folder, a manifest path, a glob or a list of shard files into a ShardSet.
+
+    A folder gives the shards its manifest lists (``listed``) or every ``*.tfrec`` in it; a
+    manifest next to the files is found and its size, SHA-256 and count of each shard attached.
+    """
+    manifest_path = None
+    if isinstance(source, (str, os.PathLike)):
+        paths, manifest_path = _files_of(os.fspath(source), files, listed)
+    else:
+        paths = [os.fspath(f) for f in source]
+    if not paths:
+        raise ShardError(f"no shard files found in {source!r}")
+    if manifest_path is None and len({posixpath.dirname(p) for p in paths}) == 1:
+        candidate = posixpath.join(posixpath.dirname(paths[0]), MANIFEST_NAME)
+        manifest_path = candidate if files.exists(candidate) else None
+    manifest = read_manifest(manifest_path, files) if manifest_path else None
+    shards = ShardSet(
+        paths,
+        [],
+        [],
+        [],
+        manifest,
+        posixpath.dirname(manifest_path) if manifest_path else None,
+        {s["file"]: s for s in (manifest or {}).get("shards", [])},
+    )
+    for path in paths:
+        entry = shards.entry(path)
+        shards.counts.append(entry["records"] if entry else shard_count(posixpath.basename(path)))
+        shards.sizes.append(entry["bytes"] if entry else None)
+        shards.sha256.append(entry["sha256"] if entry else None)
+    return shards

@@ -1,0 +1,123 @@
+"""Shared test helpers: build labelled DICOM datasets on disk, read shards back with TensorFlow,
+compare output folders, list live processes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def write_labels(path: Path, rows: Iterable[dict[str, Any]], header: list[str] | None = None) -> Path:
+    rows = list(rows)
+    header = header or list(rows[0])
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_shards(out: Path) -> list[dict[str, Any]]:
+    """Every record of every shard in ``out`` (name order), parsed and PNG-decoded by TensorFlow."""
+    import tensorflow as tf
+
+    from dcm2tfrec.reader import parse_example
+
+    files = sorted(str(p) for p in out.glob("*.tfrec"))
+    records = []
+    for raw in tf.data.TFRecordDataset(files):
+        ex = parse_example(raw)
+        png = ex["image"]
+        dtype = tf.uint16 if png.numpy()[24:25] == b"\x10" else tf.uint8
+        records.append(
+            {
+                "image_id": ex["image_id"].numpy().decode("utf-8"),
+                "target": int(ex["target"]),
+                "height": int(ex["height"]),
+                "width": int(ex["width"]),
+                "channels": int(ex["channels"]),
+                "image": tf.io.decode_png(png, dtype=dtype).numpy(),
+            }
+        )
+    return records
+
+
+def output_bytes(out: Path) -> dict[str, Any]:
+    """Every file in ``out`` by name (but a lock left by a killed run): its bytes; the manifest
+    parsed, without timing and out path."""
+    files: dict[str, Any] = {}
+    for path in sorted(out.iterdir()):
+        if path.name == ".dcm2tfrec.lock":
+            continue
+        if path.name == "manifest.json":
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            manifest.pop("timing")
+            manifest["config"].pop("out")
+            files[path.name] = manifest
+        else:
+            files[path.name] = path.read_bytes()
+    return files
+
+
+def rows_by_id(labels: Path) -> dict[str, dict[str, str]]:
+    """A labels CSV's rows by their ``image_id``."""
+    with open(labels, newline="", encoding="utf-8") as handle:
+        return {r["image_id"]: r for r in csv.DictReader(handle)}
+
+
+def read_errors(out: Path) -> list[dict[str, str]]:
+    with open(out / "errors.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def left_dark_right_bright(img: np.ndarray) -> bool:
+    """A ramp survived: the mean rises from the left quarter to the right quarter."""
+    grey = img.astype(np.float64).mean(axis=-1) if img.ndim == 3 else img.astype(np.float64)
+    w = grey.shape[1]
+    return grey[:, : w // 4].mean() + 20 < grey[:, -w // 4 :].mean()
+
+
+def build_dataset(
+    root: Path, files: dict[str, dict[str, Any]], extra_rows: Iterable[dict[str, Any]] = ()
+) -> tuple[Path, Path]:
+    """Write ``files`` (``{id: write_dicom kwargs with pixels and target}``) under ``root/images``
+    and a labels CSV listing them plus ``extra_rows``; return (labels, images)."""
+    from dcm2tfrec.testing import write_dicom
+
+    images = root / "images"
+    images.mkdir(exist_ok=True)
+    rows = []
+    for i, (image_id, kwargs) in enumerate(files.items()):
+        kwargs = dict(kwargs)
+        target = kwargs.pop("target", i % 2)
+        pixels = kwargs.pop("pixels")
+        rel = f"{image_id}.dcm"
+        write_dicom(images / rel, pixels, **kwargs)
+        rows.append({"image_id": image_id, "path": rel, "target": target})
+    rows.extend(extra_rows)
+    return write_labels(root / "labels.csv", rows, ["image_id", "path", "target"]), images
+
+
+def sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def live_processes() -> dict[int, tuple[int, int, bytes]]:
+    """Every live (not zombie) process: pid -> (parent pid, process group, command line), from /proc."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            found[int(proc.name)] = (int(fields[1]), int(fields[2]), command)
+    return found
