@@ -148,6 +148,32 @@ class ConvertConfig:
     #: DICOM header keywords stored as features (e.g. ViewPosition, InstanceNumber).
     dicom_tags: tuple[str, ...] = ()
 
+    @classmethod
+    def from_options(cls, **options: Any) -> ConvertConfig:
+        """A config from flat options named like the command line's: every field of ConvertConfig,
+        :class:`Columns` and :class:`ImageSpec`, plus ``size``. Text is parsed as the command line
+        parses it (``size="512x384"``, ``window="40,400"``, ``split="train=0.8,val=0.2"``); None
+        means the default."""
+        options = {k: v for k, v in options.items() if v is not None}
+        image: dict[str, Any] = {}
+        if "size" in options:
+            image["width"], image["height"] = parse_size(str(options.pop("size")))
+        image |= {k: options.pop(k) for k in _field_names(ImageSpec) if k in options}
+        if isinstance(image.get("window"), str):
+            image["window"] = Window.parse(image["window"])
+        image |= {k: int(image[k]) for k in ("channels", "bits") if k in image}
+        columns = {k: options.pop(k) for k in _field_names(Columns) if k in options}
+        if "extra_cols" in columns:
+            columns["extra_cols"] = tuple(columns["extra_cols"])
+        if isinstance(options.get("split"), str):
+            options["split"] = parse_split(options["split"])
+        if "dicom_tags" in options:
+            options["dicom_tags"] = tuple(options["dicom_tags"])
+        unknown = sorted(set(options) - (_field_names(cls) - {"columns", "image"}))
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}")
+        return cls(columns=Columns(**columns), image=ImageSpec(**image), **options)
+
     def __post_init__(self) -> None:
         for key in ("labels", "images", "out"):
             object.__setattr__(self, key, os.fspath(getattr(self, key)))
@@ -186,6 +212,10 @@ class ConvertConfig:
             data.pop(key)
         result: dict[str, Any] = json.loads(json.dumps(data))  # tuples -> lists, as read back
         return result
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def default(cls: type, name: str) -> Any:
