@@ -46,41 +46,105 @@ class Reason(str, Enum):
 
     BAD_TARGET = (
         "bad_target",
-        "the target is empty, not an integer (`1.5`, `abc`, `1e3`), outside int64, "
-        "or not in the `--class-map`",
+        "the target is empty, not an integer (`1.5`, `abc`, `1e3`), outside int64, or not in the "
+        "`--class-map`",
     )
     MISSING_GROUP = (
         "missing_group",
         "the `--group-col` cell is empty, so the row cannot be kept with its group",
     )
-    MISSING_ID = "missing_id", "the id cell is empty"
-    DUPLICATE_ID = "duplicate_id", "the id appeared on an earlier line; the first occurrence is the one kept"
-    MISSING_PATH = "missing_path", "the path cell, or a field of `--path-template`, is empty"
-    OUTSIDE_ROOT = "outside_root", "the path resolves outside `--images` (see `--allow-outside-root`)"
-    FILE_MISSING = "file_missing", "no file there (or a dangling symlink)"
-    NOT_A_FILE = "not_a_file", "a folder or other non-regular file"
-    UNREADABLE = "unreadable", "the file is there but cannot be read (permission denied, an I/O error)"
-    NOT_DICOM = "not_dicom", "not DICOM (no DICM preamble, and no header that parses as an image)"
-    NO_PIXEL_DATA = "no_pixel_data", "a DICOM file without Pixel Data (e.g. a structured report)"
+    MISSING_ID = (
+        "missing_id",
+        "the id cell is empty",
+    )
+    DUPLICATE_ID = (
+        "duplicate_id",
+        "the id appeared on an earlier line; the first occurrence is the one kept",
+    )
+    MISSING_PATH = (
+        "missing_path",
+        "the path cell, or a field of `--path-template`, is empty",
+    )
+    OUTSIDE_ROOT = (
+        "outside_root",
+        "the path resolves outside `--images` (see `--allow-outside-root`)",
+    )
+    FILE_MISSING = (
+        "file_missing",
+        "no file there (or a dangling symlink)",
+    )
+    NOT_A_FILE = (
+        "not_a_file",
+        "a folder or other non-regular file",
+    )
+    UNREADABLE = (
+        "unreadable",
+        "the file is there but cannot be read (permission denied, an I/O error)",
+    )
+    NOT_DICOM = (
+        "not_dicom",
+        "not a DICOM file pydicom can parse",
+    )
+    NO_PIXEL_DATA = (
+        "no_pixel_data",
+        "no Pixel Data (e.g. a structured report)",
+    )
     UNSUPPORTED = (
         "unsupported",
-        "DICOM, but outside the pixel policy (multi-frame, an unknown transfer syntax or photometric "
-        "interpretation)",
+        "DICOM, but outside the pixel policy (multi-frame, a transfer syntax without a decoder, an "
+        "unknown photometric interpretation)",
     )
-    BAD_HEADER = "bad_header", "image attributes missing or inconsistent (Rows, Columns, bits, samples)"
-    TOO_LARGE = "too_large", "the header declares more pixels than `--max-pixels`; nothing was decoded"
-    TRUNCATED = "truncated", "the file, its pixel data or its codestream ends early"
+    BAD_HEADER = (
+        "bad_header",
+        "image attributes missing or inconsistent: Rows/Columns 0 or absent, BitsAllocated not 1/8/16/32,"
+        " SamplesPerPixel contradicting the photometric interpretation, no transfer syntax that can be "
+        "inferred",
+    )
+    TOO_LARGE = (
+        "too_large",
+        "the header declares more than `--max-pixels`; nothing was decoded",
+    )
+    TRUNCATED = (
+        "truncated",
+        "the file, its pixel data or its codestream ends early (no EOI/EOC marker, short native pixel "
+        "data, RLE offsets past the end)",
+    )
     PIXEL_DATA_MISMATCH = (
         "pixel_data_mismatch",
-        "the pixel data is longer than the header declares (e.g. a second frame)",
+        "native pixel data longer than declared by more than the 1-byte pad (e.g. a second frame without "
+        "NumberOfFrames)",
     )
-    HEADER_MISMATCH = "header_mismatch", "the codestream's own dimensions disagree with Rows / Columns"
-    DECODE_FAILED = "decode_failed", "the decoder failed or reported damage"
-    PIXEL_ERROR = "pixel_error", "the pixel pipeline (LUT, window, resize, PNG) failed"
-    BAD_MASK = "bad_mask", "the `--mask-col` file is missing, unreadable, or not the image's size"
-    OUT_OF_MEMORY = "out_of_memory", "decoding needed more memory than `--worker-memory` allows"
-    WORKER_CRASHED = "worker_crashed", "the worker process died on this row (abort, segfault, killed)"
-    TIMEOUT = "timeout", "the row took longer than `--timeout`"
+    HEADER_MISMATCH = (
+        "header_mismatch",
+        "the codestream's own size (JPEG/JPEG-LS SOF, J2K SIZ) or the decoded size disagrees with "
+        "Rows/Columns",
+    )
+    DECODE_FAILED = (
+        "decode_failed",
+        "the decoder failed, or pydicom / the decoder warned of damage "
+        "(end of file, truncation, excess data)",
+    )
+    PIXEL_ERROR = (
+        "pixel_error",
+        "the pixel pipeline (LUT, window, resize, PNG) failed",
+    )
+    BAD_MASK = (
+        "bad_mask",
+        "the `--mask-col` file is missing, unreadable, not one channel of labels 0..255, or not the "
+        "image's size",
+    )
+    OUT_OF_MEMORY = (
+        "out_of_memory",
+        "the row needed more than `--worker-memory`",
+    )
+    WORKER_CRASHED = (
+        "worker_crashed",
+        "the worker process died on this row (segfault, abort, killed); the run went on",
+    )
+    TIMEOUT = (
+        "timeout",
+        "the row took longer than `--timeout`; its worker was killed and the run went on",
+    )
 
 
 @dataclass(frozen=True)
