@@ -83,7 +83,7 @@ def read_header(root: Path, rel: str) -> dict[str, str]:
         try:
             row[tag] = tag_text(source, tag) if source is not None else ""
         except Exception as exc:  # a damaged element: say which
-            row.update(error="bad_header", message=f"{tag}: {type(exc).__name__}: {exc}")
+            row.update(error=Reason.BAD_HEADER.value, message=f"{tag}: {type(exc).__name__}: {exc}")
     return row
 
 

@@ -121,3 +121,8 @@ def live_processes() -> dict[int, tuple[int, int, bytes]]:
         if fields[0] != "Z":
             found[int(proc.name)] = (int(fields[1]), int(fields[2]), command)
     return found
+
+
+def convert_args(labels: Path, images: Path, out: Path, *extra: str) -> list[str]:
+    """The command line of ``dcm2tfrec convert`` on ``labels``, ``images`` and ``out``."""
+    return ["convert", "--labels", str(labels), "--images", str(images), "--out", str(out), *extra]

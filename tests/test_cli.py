@@ -16,7 +16,7 @@ from dcm2tfrec.cli import cli
 from dcm2tfrec.journal import JOURNAL_NAME
 from dcm2tfrec.testing import anatomy, make_demo
 
-from .helpers import live_processes, output_bytes, read_errors, read_shards
+from .helpers import convert_args, live_processes, output_bytes, read_errors, read_shards
 
 DCM2TFREC = [sys.executable, "-m", "dcm2tfrec"]
 
@@ -29,18 +29,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _args(labels: Path, images: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "convert",
-        "--labels",
-        str(labels),
-        "--images",
-        str(images),
-        "--out",
-        str(out),
-        "--workers",
-        "1",
-        *extra,
-    ]
+    return convert_args(labels, images, out, "--workers", "1", *extra)
 
 
 def test_cli_converts_the_demo_and_reports_rejections(demo, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from dcm2tfrec.convert import convert
 from dcm2tfrec.engine.local import LocalEngine
 from dcm2tfrec.testing import make_demo
 
-from .helpers import output_bytes, read_shards
+from .helpers import convert_args, output_bytes, read_shards
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +74,7 @@ main()
 def test_a_shell_limit_below_worker_memory_caps_workers_there_and_says_so_once(demo, tmp_path: Path) -> None:
     labels, images = demo
     out = tmp_path / "out"
-    args = [
-        "convert",
-        "--labels",
-        str(labels),
-        "--images",
-        str(images),
-        "--out",
-        str(out),
-        "--size",
-        "32",
-        "-q",
-    ]
+    args = convert_args(labels, images, out, "--size", "32", "-q")
     proc = subprocess.run(
         [sys.executable, "-c", _ULIMIT, "4096", *args, "--workers", "2", "--worker-memory", "8192"],
         capture_output=True,
