@@ -8,6 +8,7 @@ instant.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import traceback
@@ -34,15 +35,32 @@ class Failed(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class
 
 
+class _Warnings(logging.Handler):
+    """The library's warnings on stderr, above the progress bar (tqdm.write keeps the bar whole)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"warning: {record.getMessage()}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def library_errors() -> Iterator[None]:
-    """Map the library's errors (and Ctrl-C) to their exit codes: the one place that does it."""
+    """Show the library's warnings and map its errors (and Ctrl-C) to their exit codes: the one
+    place that does it."""
+    logger = logging.getLogger("dcm2tfrec")
+    handler, propagate = _Warnings(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
     try:
         yield
     except Dcm2TfrecError as exc:
         raise Failed(str(exc), exc.exit_code) from None
     except KeyboardInterrupt:
         raise Failed("interrupted", ExitCode.INTERRUPTED) from None
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ class ConvertResult:
     failures: list[Failure]
     seconds: float
     manifest: dict[str, Any]
+    #: Files in the output folder that look like dcm2tfrec's but were kept: nothing proves they are.
+    kept: list[str] = field(default_factory=list)
 
     @property
     def rejected_by_reason(self) -> dict[str, int]:
@@ -79,9 +81,9 @@ def convert(
     labels = read_labels(config.labels, config.columns)
     task = _task(config, labels)
     store = open_store(config.out)
-    check_output(store, config.overwrite, config.resume)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(store.lock(LOCK_NAME))
+        stack.enter_context(store.lock(LOCK_NAME))  # first: a folder in use is refused as such
+        check_output(store, config.overwrite, config.resume)
         if engine is None:
             from .engine.local import LocalEngine
 
@@ -117,9 +119,9 @@ class _Run:
         started, clock = datetime.now(timezone.utc), time.perf_counter()
         fingerprint = journals.fingerprint(config, self.labels.sha256, self.labels.class_map)
         steps = journals.resumable_steps(store, fingerprint) if config.resume else []
+        kept = {n for s in steps if s.shard for n in (s.shard.file, s.shard.index) if n}
+        foreign = clear_output(store, keep=frozenset(kept | {JOURNAL_NAME} if config.resume else kept))
         journal = Journal(store, fingerprint, steps)
-        kept = {n for s in journal.shards for n in (s.file, s.index) if n}
-        clear_output(store, keep=frozenset(kept | {JOURNAL_NAME}))
         tally = _Tally(steps[-1].position if steps else 0, Counter(), [])
 
         def report() -> None:
@@ -184,7 +186,8 @@ class _Run:
         manifests.write_manifest(store, manifest)
         journal.finish()
         records = sum(s.records for s in journal.shards)
-        return ConvertResult(config.out, self.rows, records, journal.shards, failures, seconds, manifest)
+        written = journal.shards
+        return ConvertResult(config.out, self.rows, records, written, failures, seconds, manifest, foreign)
 
 
 def _drain(

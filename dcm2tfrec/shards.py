@@ -113,7 +113,7 @@ class ShardWriter:
         try:
             shard.finish()
             if index:
-                self.store.write_text(index, index_text(self._offsets))
+                self.store.write_text(index, index_text(self._offsets), replace=False)
             fault_point("publish", self.index)
             shard.publish(final)
         except OSError as exc:

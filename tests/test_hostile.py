@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,14 +151,45 @@ def test_the_fault_hook_is_off_unless_tests_set_it(tmp_path: Path) -> None:
     assert result.records == 4
 
 
+_HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, str(os.getpid()).encode())
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
 def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
     labels = _fault_dataset(tmp_path, 2)
     out = tmp_path / "out"
     out.mkdir()
-    (out / ".dcm2tfrec.lock").write_text(str(os.getppid()))
-    with pytest.raises(ConfigError, match="in use by another dcm2tfrec convert"):
-        convert(ConvertConfig(labels=labels, images=tmp_path / "img", out=out, overwrite=True))
-    (out / ".dcm2tfrec.lock").write_text("999999999")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(out / ".dcm2tfrec.lock")], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        with pytest.raises(ConfigError, match=f"in use by another dcm2tfrec convert \\(pid {holder.pid}\\)"):
+            convert(ConvertConfig(labels=labels, images=tmp_path / "img", out=out, overwrite=True))
+        with pytest.raises(ConfigError, match="in use"):  # not "pass --resume": the folder is busy
+            convert(ConvertConfig(labels=labels, images=tmp_path / "img", out=out, resume=True))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (
+        convert(ConvertConfig(labels=labels, images=tmp_path / "img", out=out, overwrite=True)).records == 2
+    )
+    assert not (out / ".dcm2tfrec.lock").exists()
+
+
+@pytest.mark.parametrize("content", ["", "1", "{pid}"])
+def test_a_lock_nobody_holds_is_taken_over_whatever_pid_it_names(tmp_path: Path, content: str) -> None:
+    """An empty lock, pid 1 (a container's init) or a live pid (pid reuse) held by no process is stale."""
+    labels = _fault_dataset(tmp_path, 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".dcm2tfrec.lock").write_text(content.format(pid=os.getpid()))
     assert (
         convert(ConvertConfig(labels=labels, images=tmp_path / "img", out=out, overwrite=True)).records == 2
     )

@@ -58,7 +58,8 @@ class ObjectWriter(ABC):
 
     @abstractmethod
     def publish(self, name: str) -> None:
-        """Give the finished bytes their final ``name``; raises OSError."""
+        """Give the finished bytes their final ``name``, which must not exist (FileExistsError: a
+        file this run did not write is never replaced); raises OSError."""
 
     @abstractmethod
     def abort(self) -> None:
@@ -122,11 +123,12 @@ class Store(ABC):
         return digest.hexdigest()
 
     @abstractmethod
-    def write(self, name: str, data: bytes) -> None:
-        """Write a whole object atomically: ``name`` holds the old bytes or all of the new ones."""
+    def write(self, name: str, data: bytes, replace: bool = True) -> None:
+        """Write a whole object atomically: ``name`` holds the old bytes or all of the new ones.
+        With ``replace=False`` an existing ``name`` is never replaced (FileExistsError)."""
 
-    def write_text(self, name: str, text: str) -> None:
-        self.write(name, text.encode("utf-8"))
+    def write_text(self, name: str, text: str, replace: bool = True) -> None:
+        self.write(name, text.encode("utf-8"), replace)
 
     @abstractmethod
     def writer(self, stem: str) -> ObjectWriter:
@@ -142,8 +144,9 @@ class Store(ABC):
 
     @abstractmethod
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
-        """Hold ``name`` exclusively for the run (creating the folder); ConfigError when another
-        live run holds it."""
+        """Hold the lock object ``name`` for the run (creating the folder); ConfigError when another
+        live run holds it or the folder cannot be used, OutputError when the lock cannot be written.
+        A holder that dies releases it."""
 
 
 def open_store(location: str) -> Store:

@@ -1,16 +1,23 @@
-"""The local folder store: a temporary file, fsync, read-back check, rename, then a folder fsync."""
+"""The local folder store: a temporary file, fsync, read-back check, then a rename (or a hard link,
+where an existing file must not be replaced) and a folder fsync. The lock is an OS lock
+(``fcntl.flock``) held for the run, so a holder that dies releases it, whatever its pid became."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..faults import fault_point
 from . import Appender, ObjectWriter, Store, temporary_name
+
+#: The most times a lock is retried when its file was replaced between opening and locking it.
+_LOCK_TRIES = 10
 
 
 def _fsync_dir(path: Path) -> None:
@@ -21,11 +28,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _place(tmp: Path, final: Path, replace: bool) -> None:
+    """Give ``tmp`` the name ``final`` atomically; without ``replace``, never over an existing file."""
+    if replace:
+        os.replace(tmp, final)
+        return
+    taken = FileExistsError(errno.EEXIST, f"{final.name} exists and was not written by this run (kept)")
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise taken from None
+    except OSError:  # no hard links on this file system: check, then rename
+        if final.exists():
+            raise taken from None
+        os.replace(tmp, final)
+        return
+    os.unlink(tmp)
+
+
 class _FileWriter(ObjectWriter):
     def __init__(self, store: PosixStore, temporary: str) -> None:
         super().__init__()
         self._store, self._temporary = store, temporary
-        self._folder = store.root
         self._path = store.root / temporary
         self._handle: BinaryIO | None = None
 
@@ -45,8 +69,8 @@ class _FileWriter(ObjectWriter):
             raise OSError(f"{self._path} does not read back as written (size or SHA-256 differ)")
 
     def publish(self, name: str) -> None:
-        os.replace(self._path, self._folder / name)
-        _fsync_dir(self._folder)
+        _place(self._path, self._store.root / name, replace=False)
+        _fsync_dir(self._store.root)
 
     def abort(self) -> None:
         if self._handle is not None:
@@ -68,16 +92,6 @@ class _FileAppender(Appender):
 
     def close(self) -> None:
         self._handle.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class PosixStore(Store):
@@ -105,7 +119,7 @@ class PosixStore(Store):
     def open_read(self, name: str) -> BinaryIO:
         return open(self.root / name, "rb")
 
-    def write(self, name: str, data: bytes) -> None:
+    def write(self, name: str, data: bytes, replace: bool = True) -> None:
         tmp = self.root / temporary_name(name)
         try:
             with open(tmp, "wb") as handle:
@@ -113,7 +127,7 @@ class PosixStore(Store):
                 handle.flush()
                 os.fsync(handle.fileno())
             fault_point("write", name)
-            os.replace(tmp, self.root / name)
+            _place(tmp, self.root / name, replace)
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
@@ -127,29 +141,50 @@ class PosixStore(Store):
     def delete(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)
 
+    def _open_lock(self, path: Path) -> int:
+        """The lock file's descriptor, locked; ConfigError when another process holds it."""
+        for _ in range(_LOCK_TRIES):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise ConfigError(f"cannot lock --out {self.location}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise ConfigError(f"cannot lock --out {self.location}: {exc.strerror or exc}") from None
+                raise ConfigError(
+                    f"--out {self.location} is in use by another dcm2tfrec convert (pid {holder}); "
+                    "wait for it to finish"
+                ) from None
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # its holder removed the file meanwhile: lock the new one
+        raise ConfigError(f"cannot lock --out {self.location}: its lock file keeps being replaced")
+
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"--out {self.location} exists and is not a folder")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create --out {self.location}: {exc.strerror or exc}") from None
-        lock = self.root / name
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                break
-            except FileExistsError:
-                holder = lock.read_text().strip() if lock.exists() else ""
-                if holder.isdigit() and _alive(int(holder)):
-                    raise ConfigError(
-                        f"--out {self.location} is in use by another dcm2tfrec convert (pid {holder})"
-                    ) from None
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-        else:
-            raise ConfigError(f"cannot lock --out {self.location}")
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+        path = self.root / name
+        fd = self._open_lock(path)
         try:
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+            except OSError as exc:
+                raise OutputError(f"cannot write the lock {path}: {exc.strerror or exc}") from None
             yield
         finally:
-            lock.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            os.close(fd)
