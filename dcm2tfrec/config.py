@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class Window:
             center, width = (float(v) for v in low.split(","))
         except ValueError:
             raise ConfigError(f"--window {text!r}: expected auto, none or CENTER,WIDTH") from None
+        if not (math.isfinite(center) and math.isfinite(width)):
+            raise ConfigError(f"--window {text!r}: the center and width must be finite numbers")
         if width < 1:
             raise ConfigError(f"--window {text!r}: the width must be at least 1")
         return cls(mode="fixed", center=center, width=width)

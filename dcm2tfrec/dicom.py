@@ -144,6 +144,7 @@ def check_header(ds: Dataset, max_pixels: int) -> tuple[int, int, int]:
         raise DicomError(Reason.UNSUPPORTED, f"PhotometricInterpretation {photometric!r} is not supported")
     if _SAMPLES[photometric] != samples:
         raise DicomError(Reason.BAD_HEADER, f"SamplesPerPixel={samples} contradicts {photometric}")
+    _check_rescale(ds)
     if rows * cols * frames > max_pixels:
         raise DicomError(
             Reason.TOO_LARGE,
@@ -154,6 +155,23 @@ def check_header(ds: Dataset, max_pixels: int) -> tuple[int, int, int]:
             Reason.UNSUPPORTED, f"multi-frame image ({frames} frames); only single frames are converted"
         )
     return rows, cols, frames
+
+
+def _check_rescale(ds: Dataset) -> None:
+    """RescaleSlope / RescaleIntercept, when present, must be finite numbers and the slope nonzero:
+    anything else makes every modality value undefined or equal (an all-black record)."""
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        if keyword not in ds or ds[keyword].value in (None, ""):
+            continue
+        value = ds[keyword].value
+        try:
+            number = float(value[0] if isinstance(value, MultiValue) else value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise DicomError(Reason.BAD_HEADER, f"{keyword} {value!r} is not a finite number")
+        if keyword == "RescaleSlope" and number == 0:
+            raise DicomError(Reason.BAD_HEADER, "RescaleSlope 0 maps every stored value to one value")
 
 
 def check_pixel_data(ds: Dataset, tsyntax: str, rows: int, cols: int) -> None:
@@ -256,7 +274,9 @@ def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:
         check_pixel_data(ds, tsyntax, rows, cols)
         try:
             pixels = decode_pixels(ds, spec)
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # also a Rust decoder's panic (pyo3's PanicException)
             raise DicomError(
                 Reason.DECODE_FAILED, f"{uid.UID(tsyntax).name}: {type(exc).__name__}: {exc}"
             ) from None
@@ -399,16 +419,28 @@ def tag_kind(keyword: str) -> FeatureKind:
     return "bytes"
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def tag_value(ds: Dataset, keyword: str, kind: FeatureKind) -> FeatureValue:
-    """The value of ``keyword`` in ``ds`` as ``kind``; missing or empty: -1, NaN or b""."""
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return -1 if kind == "int64" else math.nan if kind == "float" else b""
-    if kind == "int64":
-        return int(value)
-    if kind == "float":
-        return float(value)
-    return tag_text(ds, keyword).encode("utf-8")
+    """The value of ``keyword`` in ``ds`` as ``kind``. Missing, empty or unreadable as ``kind``
+    (a malformed number, an integer beyond int64): -1, NaN or b""; a float beyond float32's range is
+    stored as +-inf. One bad value never costs the image."""
+    missing: FeatureValue = -1 if kind == "int64" else math.nan if kind == "float" else b""
+    try:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return missing
+        if kind == "int64":
+            number = int(value)
+            return number if _INT64[0] <= number <= _INT64[1] else missing
+        if kind == "float":
+            real = float(value)
+            return math.copysign(math.inf, real) if math.isfinite(real) and abs(real) > _FLOAT32_MAX else real
+        return tag_text(ds, keyword).encode("utf-8")
+    except (TypeError, ValueError, OverflowError, UnicodeError):
+        return missing
 
 
 def tag_text(ds: Dataset, keyword: str) -> str:

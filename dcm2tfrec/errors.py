@@ -53,13 +53,19 @@ class Reason(str, Enum):
         "missing_group",
         "the `--group-col` cell is empty, so the row cannot be kept with its group",
     )
+    BAD_VALUE = (
+        "bad_value",
+        "an `--extra-col` cell cannot be stored as its column's kind (a float beyond float32's range, "
+        "about ±3.4e38)",
+    )
     MISSING_ID = (
         "missing_id",
         "the id cell is empty",
     )
     DUPLICATE_ID = (
         "duplicate_id",
-        "the id appeared on an earlier line; the first occurrence is the one kept",
+        "the id appeared on an earlier line that was kept; the first occurrence the labels accept "
+        "is the one kept",
     )
     MISSING_PATH = (
         "missing_path",

@@ -88,12 +88,20 @@ def column_kind(cells: list[str]) -> FeatureKind:
     return "float"
 
 
+#: The largest finite float32: a float feature beyond it cannot be stored.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def typed_value(kind: FeatureKind, cell: str) -> FeatureValue:
-    """A CSV cell as a value of ``kind`` (see :func:`column_kind`)."""
+    """A CSV cell as a value of ``kind`` (see :func:`column_kind`); ValueError for a finite float
+    beyond float32's range (``inf`` and ``nan`` written as such are stored as they are)."""
     if kind == "int64":
         return int(cell.strip())
     if kind == "float":
-        return float(cell) if cell.strip() else math.nan
+        value = float(cell) if cell.strip() else math.nan
+        if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            raise ValueError(f"{cell.strip()} is beyond float32's range (about ±3.4e38)")
+        return value
     return cell.encode("utf-8")
 
 
@@ -116,14 +124,24 @@ def load_class_map(spec: str, values: list[str]) -> dict[str, int]:
     return {str(k).strip(): v for k, v in data.items()}
 
 
-def _template_fields(template: str) -> list[str]:
+def template_fields(template: str) -> list[str]:
+    """The CSV columns a path template names; each field must be a plain column name."""
+    hint = f"--path-template {template!r}: name CSV columns in braces, e.g. {{patient_id}}/{{image_id}}.dcm"
     try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        parts = [
+            (name, spec, conv)
+            for _, name, spec, conv in string.Formatter().parse(template)
+            if name is not None
+        ]
     except ValueError as exc:
-        raise ConfigError(f"--path-template {template!r}: {exc}") from None
-    if not names or any(not n or n.isdigit() for n in names):
-        raise ConfigError(f"--path-template {template!r}: name CSV columns in braces, e.g. {{image_id}}.dcm")
-    return names
+        raise ConfigError(f"{hint} ({exc})") from None
+    if not parts:
+        raise ConfigError(hint)
+    for name, spec, conversion in parts:
+        if not name or name.isdigit() or set(name) & set(".[]") or spec or conversion:
+            field = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise ConfigError(f"{hint}; {{{field}}} is not a plain column name")
+    return [name for name, _, _ in parts]
 
 
 def read_records(path: str) -> CsvTable:
@@ -139,6 +157,7 @@ def read_records(path: str) -> CsvTable:
     records: list[tuple[int, list[str]]] = []
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     end = 0
+    limit = csv.field_size_limit(len(data) + 1)  # a cell may be as large as the file; restored below
     try:
         for fields in reader:
             start, end = end + 1, reader.line_num
@@ -147,9 +166,19 @@ def read_records(path: str) -> CsvTable:
     except csv.Error as exc:
         where = f"the record starting on line {end + 1}" if reader.line_num > end + 1 else f"line {end + 1}"
         raise ConfigError(f"labels CSV {path}, {where}: {exc} (an unterminated quote?)") from None
+    finally:
+        csv.field_size_limit(limit)
     if not records:
         raise ConfigError(f"labels CSV {path} is empty (no header line)")
     (_, header), body = records[0], records[1:]
+    names = [h.strip() for h in header]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        where = "; ".join(
+            f"{n!r} is columns {', '.join(str(i + 1) for i, h in enumerate(names) if h == n)}"
+            for n in repeated
+        )
+        raise ConfigError(f"labels CSV {path} names a column twice ({where}): rename one")
     problems = [
         f"line {line}: {len(fields)} fields, the header has {len(header)}"
         for line, fields in body
@@ -159,17 +188,17 @@ def read_records(path: str) -> CsvTable:
         shown = "; ".join(problems[:_MAX_REPORTED])
         more = f" (and {len(problems) - _MAX_REPORTED} more)" if len(problems) > _MAX_REPORTED else ""
         raise ConfigError(f"labels CSV {path} is malformed: {shown}{more}")
-    return CsvTable([h.strip() for h in header], body, hashlib.sha256(data).hexdigest())
+    return CsvTable(names, body, hashlib.sha256(data).hexdigest())
 
 
 def _needed_columns(columns: Columns) -> tuple[list[str], list[str]]:
     """The columns the options name, and the fields of the path template."""
     needed = [columns.id_col, columns.target_col, *columns.extra_cols]
     needed += [c for c in (columns.group_col, columns.mask_col) if c]
-    template_fields: list[str] = []
+    fields: list[str] = []
     if columns.path_template:
-        template_fields = _template_fields(columns.path_template)
-        needed += template_fields
+        fields = template_fields(columns.path_template)
+        needed += fields
     elif columns.path_col:
         needed.append(columns.path_col)
     else:
@@ -179,7 +208,58 @@ def _needed_columns(columns: Columns) -> tuple[list[str], list[str]]:
         raise ConfigError(f"--extra-col {', '.join(reserved)}: the record already has a feature of that name")
     if len(set(columns.extra_cols)) != len(columns.extra_cols):
         raise ConfigError("--extra-col: a column is named twice")
-    return needed, template_fields
+    return needed, fields
+
+
+@dataclass(frozen=True)
+class _RowParser:
+    """One CSV record -> a Row, or the Failure of a row the labels alone reject."""
+
+    columns: Columns
+    index: dict[str, int]
+    template_fields: list[str]
+    class_map: dict[str, int] | None
+    kinds: dict[str, FeatureKind]
+
+    def __call__(self, line: int, fields: list[str]) -> Row | Failure:
+        columns, index = self.columns, self.index
+        image_id = fields[index[columns.id_col]]
+        if columns.path_template:
+            values = {name: fields[index[name]] for name in self.template_fields}
+            empty = [name for name, value in values.items() if not value.strip()]
+            rel = "" if empty else columns.path_template.format_map(values)
+        else:
+            empty, rel = [], fields[index[columns.path_col]]  # type: ignore[index]
+        group = fields[index[columns.group_col]].strip() if columns.group_col else ""
+
+        def failure(reason: Reason, message: str) -> Failure:
+            return Failure(line, image_id, rel, reason, message)
+
+        if not image_id.strip():
+            return failure(Reason.MISSING_ID, f"column {columns.id_col!r} is empty")
+        if not rel.strip():
+            what = ", ".join(map(repr, empty)) if empty else repr(columns.path_col)
+            return failure(Reason.MISSING_PATH, f"column {what} is empty")
+        if columns.group_col and not group:
+            return failure(Reason.MISSING_GROUP, f"column {columns.group_col!r} is empty")
+        raw_target = fields[index[columns.target_col]]
+        if self.class_map is not None:
+            if raw_target.strip() not in self.class_map:
+                return failure(Reason.BAD_TARGET, f"label {raw_target!r} is not in the class map")
+            target = self.class_map[raw_target.strip()]
+        else:
+            try:
+                target = parse_target(raw_target)
+            except ValueError as exc:
+                return failure(Reason.BAD_TARGET, str(exc))
+        extras = []
+        for column, kind in self.kinds.items():
+            try:
+                extras.append(typed_value(kind, fields[index[column]]))
+            except ValueError as exc:
+                return failure(Reason.BAD_VALUE, f"column {column!r}: {exc}")
+        mask = fields[index[columns.mask_col]].strip() if columns.mask_col else ""
+        return Row(line, image_id, rel, target, group, tuple(extras), mask)
 
 
 def read_labels(path: str, columns: Columns) -> Labels:
@@ -191,7 +271,7 @@ def read_labels(path: str, columns: Columns) -> Labels:
     """
     table = read_records(path)
     header, body = table.header, table.records
-    needed, template_fields = _needed_columns(columns)
+    needed, path_fields = _needed_columns(columns)
     missing = [c for c in dict.fromkeys(needed) if c not in header]
     if missing:
         raise ConfigError(
@@ -202,46 +282,23 @@ def read_labels(path: str, columns: Columns) -> Labels:
     if columns.class_map:
         class_map = load_class_map(columns.class_map, [f[index[columns.target_col]] for _, f in body])
     kinds = {c: column_kind([f[index[c]] for _, f in body]) for c in columns.extra_cols}
+    parse = _RowParser(columns, index, path_fields, class_map, kinds)
     rows: list[Row] = []
     failures: list[Failure] = []
-    first_line: dict[str, int] = {}
+    kept: dict[str, int] = {}
     for line, fields in body:
-        image_id = fields[index[columns.id_col]]
-        if columns.path_template:
-            values = {name: fields[index[name]] for name in template_fields}
-            empty = [name for name, value in values.items() if not value.strip()]
-            rel = "" if empty else columns.path_template.format_map(values)
+        row = parse(line, fields)
+        if isinstance(row, Row) and row.image_id in kept:
+            row = Failure(
+                line,
+                row.image_id,
+                row.path,
+                Reason.DUPLICATE_ID,
+                f"id {row.image_id!r} already on line {kept[row.image_id]}, which is kept",
+            )
+        if isinstance(row, Failure):
+            failures.append(row)
         else:
-            empty = []
-            rel = fields[index[columns.path_col]]  # type: ignore[index]
-        raw_target = fields[index[columns.target_col]]
-        group = fields[index[columns.group_col]].strip() if columns.group_col else ""
-        problem: tuple[Reason, str] | None = None
-        if not image_id.strip():
-            problem = (Reason.MISSING_ID, f"column {columns.id_col!r} is empty")
-        elif image_id in first_line:
-            problem = (Reason.DUPLICATE_ID, f"id {image_id!r} already on line {first_line[image_id]}")
-        elif not rel.strip():
-            what = ", ".join(map(repr, empty)) if empty else repr(columns.path_col)
-            problem = (Reason.MISSING_PATH, f"column {what} is empty")
-        elif columns.group_col and not group:
-            problem = (Reason.MISSING_GROUP, f"column {columns.group_col!r} is empty")
-        elif class_map is not None:
-            if raw_target.strip() not in class_map:
-                problem = (Reason.BAD_TARGET, f"label {raw_target!r} is not in the class map")
-            else:
-                target = class_map[raw_target.strip()]
-        else:
-            try:
-                target = parse_target(raw_target)
-            except ValueError as exc:
-                problem = (Reason.BAD_TARGET, str(exc))
-        if image_id.strip() and image_id not in first_line:
-            first_line[image_id] = line
-        if problem:
-            failures.append(Failure(line, image_id, rel, *problem))
-            continue
-        extras = tuple(typed_value(kind, fields[index[c]]) for c, kind in kinds.items())
-        mask = fields[index[columns.mask_col]].strip() if columns.mask_col else ""
-        rows.append(Row(line, image_id, rel, target, group, extras, mask))
+            kept[row.image_id] = line
+            rows.append(row)
     return Labels(rows, failures, table.sha256, class_map, kinds)

@@ -8,6 +8,8 @@ result as running it on the image, at the cost of one table lookup per pixel.
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,7 @@ _LUT_KEYWORDS = (
     "WindowCenter",
     "WindowWidth",
     "VOILUTFunction",
+    "PresentationLUTShape",
 )
 _LUT_TAGS = tuple(keyword_dict[keyword] for keyword in _LUT_KEYWORDS)
 _LUT_CACHE: dict[tuple[Any, ...], np.ndarray] = {}
@@ -44,8 +47,23 @@ def is_colour(pixels: np.ndarray, header: Dataset) -> bool:
 
 
 def is_inverted(header: Dataset) -> bool:
-    """MONOCHROME1: low values are bright; we invert so that bright means dense everywhere."""
-    return header.get("PhotometricInterpretation") == "MONOCHROME1"
+    """Whether low values are shown bright, so that we invert to make bright mean dense everywhere:
+    MONOCHROME1, or MONOCHROME2 with an INVERSE Presentation LUT Shape. (MONOCHROME1 images carry
+    INVERSE as the standard asks for them, which is the same inversion, not a second one.)"""
+    photometric = header.get("PhotometricInterpretation")
+    shape = str(header.get("PresentationLUTShape") or "").strip().upper()
+    return photometric == "MONOCHROME1" or (photometric == "MONOCHROME2" and shape == "INVERSE")
+
+
+def _first_number(value: object) -> float | None:
+    """The first value of a (possibly multi-valued) numeric element as a finite float, else None."""
+    if isinstance(value, (list, tuple, MultiValue)):
+        value = value[0] if len(value) else None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def stored_range(header: Dataset) -> tuple[int, int]:
@@ -61,9 +79,24 @@ def modality_values(values: np.ndarray, header: Dataset) -> np.ndarray:
     return np.asarray(apply_modality_lut(values, header), dtype=np.float64)
 
 
+def _voi_lut_usable(header: Dataset) -> bool:
+    """Whether the file's first VOI LUT has a descriptor and data (an empty sequence has neither)."""
+    sequence = header.get("VOILUTSequence")
+    if not sequence:
+        return False
+    item = sequence[0]
+    return len(item.get("LUTDescriptor") or ()) == 3 and bool(item.get("LUTData"))
+
+
+def _window_usable(header: Dataset) -> bool:
+    """Whether the file's first window has a finite center and a finite width of at least 1."""
+    center, width = _first_number(header.get("WindowCenter")), _first_number(header.get("WindowWidth"))
+    return center is not None and width is not None and width >= 1
+
+
 def _voi_unit(values: np.ndarray, header: Dataset) -> np.ndarray:
     """Apply the file's first VOI LUT (preferred) or window; scale its output range to [0, 1]."""
-    if "VOILUTSequence" in header:
+    if _voi_lut_usable(header):
         entries = np.rint(values).astype(np.int64)
         out = np.asarray(apply_voi_lut(entries, header, index=0, prefer_lut=True), dtype=np.float64)
         bits = int(header.VOILUTSequence[0].LUTDescriptor[2])
@@ -75,7 +108,7 @@ def _voi_unit(values: np.ndarray, header: Dataset) -> np.ndarray:
 
 
 def _has_voi(header: Dataset) -> bool:
-    return "VOILUTSequence" in header or ("WindowCenter" in header and "WindowWidth" in header)
+    return _voi_lut_usable(header) or _window_usable(header)
 
 
 def _fixed_window(header: Dataset, window: Window) -> Dataset:
@@ -142,6 +175,8 @@ def grey_transform(
             unit = _voi_unit(modality, header)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             unit = None  # unusable VOI attributes: use the documented fallback below
+        if unit is not None and not np.isfinite(unit).all():
+            unit = None  # a VOI that gives no number for some values is no VOI either
     if unit is None:
         q = spec.fallback_percentiles if window.mode == "auto" else (0.0, 100.0)
         unit = _linear_unit(modality, *_percentiles(modality, histogram, q))
@@ -150,10 +185,31 @@ def grey_transform(
     return np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def _native_palette(header: Dataset) -> Dataset:
+    """The header, or its palette in this machine's byte order: pydicom reads 16-bit entries of
+    non-segmented palette LUT Data in the machine's order, whatever the file's (a big-endian file
+    then gives almost black images)."""
+    little = header.original_encoding[1]
+    native = little is None or little == (sys.byteorder == "little")
+    if native or "RedPaletteColorLookupTableData" not in header:
+        return header
+    palette = Dataset()
+    for colour in ("Red", "Green", "Blue", "Alpha"):
+        descriptor, data = (f"{colour}PaletteColorLookupTable{part}" for part in ("Descriptor", "Data"))
+        if descriptor not in header or data not in header:
+            continue
+        entries, values = int(header[descriptor].value[0]) or 65536, bytes(header[data].value)
+        if len(values) == 2 * entries:
+            values = np.frombuffer(values, ">u2" if not little else "<u2").astype("=u2").tobytes()
+        setattr(palette, descriptor, header[descriptor].value)
+        setattr(palette, data, values)
+    return palette
+
+
 def colour_transform(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
     """Colour pixels (RGB, or palette indices) -> RGB uint8 or uint16 at full scale."""
     if header.get("PhotometricInterpretation") == "PALETTE COLOR":
-        pixels = apply_color_lut(pixels, header)
+        pixels = apply_color_lut(pixels, _native_palette(header))
         bits = 16 if pixels.dtype.itemsize > 1 else 8
     else:
         bits = int(header.get("BitsStored") or 8)

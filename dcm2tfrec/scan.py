@@ -21,7 +21,7 @@ from joblib import Parallel, delayed
 
 from .config import Columns
 from .errors import ConfigError, DicomError, Reason, os_error_reason
-from .labels import read_records
+from .labels import read_records, template_fields
 from .policy import DECODING_PLUGINS
 
 #: The DICOM attributes a scan reads, in table order (no identifying ones).
@@ -121,10 +121,10 @@ def _label_paths(labels: str, columns: Columns) -> tuple[list[str], list[dict[st
         raise ConfigError(f"labels CSV {labels} has no column {', '.join(map(repr, missing))}")
     rows = [dict(zip(header, fields, strict=True)) for _, fields in body]
     if columns.path_template:
-        try:
-            paths = [columns.path_template.format_map(r) for r in rows]
-        except KeyError as exc:
-            raise ConfigError(f"--path-template names no column {exc}") from None
+        missing = [c for c in template_fields(columns.path_template) if c not in header]
+        if missing:
+            raise ConfigError(f"--path-template names no column {', '.join(map(repr, missing))}")
+        paths = [columns.path_template.format_map(r) for r in rows]
     else:
         paths = [r[columns.path_col or ""] for r in rows]
     return header, rows, paths

@@ -8,12 +8,14 @@ development dependency, needed only for those transfer syntaxes.
 from __future__ import annotations
 
 import csv
+import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import pydicom
 from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -309,7 +311,6 @@ def make_patients(root: Path, patients: int = 30, seed: int = 0) -> Path:
 
 def _patched(src: Path, dst: Path, **changes: Any) -> Path:
     """Copy a DICOM file with header elements changed (None deletes one)."""
-    import pydicom
 
     ds = pydicom.dcmread(src)
     for keyword, value in changes.items():
@@ -399,7 +400,6 @@ def make_hostile(root: Path, outside: Path) -> dict[str, tuple[str, str | None]]
     patched("j2k_disagrees", "header_mismatch", src=root / "good_j2k.dcm", Rows=128, Columns=128)
     patched("nested", None, ContentSequence=_nested(60))
     patched("no_tsyntax_meta", None)
-    import pydicom
 
     ds = pydicom.dcmread(root / "no_tsyntax_meta.dcm")
     del ds.file_meta.TransferSyntaxUID
@@ -416,6 +416,15 @@ def make_hostile(root: Path, outside: Path) -> dict[str, tuple[str, str | None]]
     rle_start = rle_data.find(b"\x02\x00\x00\x00\x40\x00\x00\x00")
     rle_data[rle_start] = 5
     raw("bad_rle.dcm", bytes(rle_data), "decode_failed")
+    panic = pydicom.dcmread(
+        write_dicom(root / "rle_panic.dcm", np.zeros((4, 4), np.uint16), transfer_syntax="rle")
+    )
+    segments = bytes.fromhex(  # two segment offsets that pass every header check; pylibjpeg-rle panics
+        "717b4c9b459a82f85f49c0babf7fdca1e7012b8bedbf568f07e860ef4c3700474dc7dbd0b090beab6878b300f0"
+    )
+    panic.PixelData = encapsulate([struct.pack("<16I", 2, 64, 91, *([0] * 13)) + segments])
+    panic.save_as(root / "rle_panic.dcm")
+    cases["rle_panic"] = ("rle_panic.dcm", "decode_failed")
     (root / "rle.dcm").unlink()
     deflated = write_dicom(
         root / "deflate.dcm", pixels, bits_stored=12, transfer_syntax="deflate"

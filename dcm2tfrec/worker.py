@@ -107,6 +107,8 @@ def process_row(row: Row, task: Task) -> Sample | Failure:
         out = render(dicom.pixels, dicom.header, spec)
         png = encode_png(out, spec.png_level)
         features = _features(row, task, dicom)
+        height, width, channels = out.shape
+        payload = make_record(png, row.target, row.image_id, height, width, channels, features)
     except RowError as exc:
         return Failure(row.line, row.image_id, row.path, exc.reason, str(exc))
     except MemoryError:
@@ -119,10 +121,10 @@ def process_row(row: Row, task: Task) -> Sample | Failure:
         )
     except OSError as exc:
         return Failure(row.line, row.image_id, row.path, os_error_reason(exc), f"{exc.strerror or exc}")
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # also a Rust decoder's panic, which is no Exception
         return Failure(row.line, row.image_id, row.path, Reason.PIXEL_ERROR, f"{type(exc).__name__}: {exc}")
-    height, width, channels = out.shape
-    payload = make_record(png, row.target, row.image_id, height, width, channels, features)
     return Sample(row.line, row.image_id, row.target, payload)
 
 

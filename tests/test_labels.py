@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,49 @@ def test_structural_problems_are_usage_errors(
 def test_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not UTF-8"):
         read_labels(_csv(tmp_path, "image_id,path,target\nÿ,a,1\n", "latin-1"), Columns())
+
+
+def test_a_repeated_column_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'target' is columns 3, 4"):
+        read_labels(_csv(tmp_path, "image_id,path,target,target\na,a.dcm,0,1\n"), Columns())
+
+
+def test_the_first_accepted_occurrence_of_an_id_is_kept(tmp_path: Path) -> None:
+    labels = read_labels(_csv(tmp_path, "image_id,path,target\na,a.dcm,x\na,b.dcm,1\na,c.dcm,0\n"), Columns())
+    assert [(r.line, r.path) for r in labels.rows] == [(3, "b.dcm")]
+    assert [(f.line, f.reason) for f in labels.failures] == [(2, "bad_target"), (4, "duplicate_id")]
+    assert "line 3, which is kept" in labels.failures[1].message
+
+
+def test_a_float_cell_beyond_float32_rejects_its_row_with_the_column_named(tmp_path: Path) -> None:
+    text = "image_id,path,target,density\na,a.dcm,0,1e39\nb,b.dcm,0,-3e38\nc,c.dcm,0,inf\n"
+    labels = read_labels(_csv(tmp_path, text), Columns(extra_cols=("density",)))
+    assert [r.image_id for r in labels.rows] == ["b", "c"] and labels.extra_kinds == {"density": "float"}
+    (failure,) = labels.failures
+    assert failure.reason == "bad_value" and "'density'" in failure.message and "float32" in failure.message
+
+
+@pytest.mark.parametrize("template", ["{pt.id}.dcm", "{ids[0]}.dcm", "{image_id!r}.dcm", "{image_id:>5}.dcm"])
+def test_a_path_template_field_must_be_a_plain_column(tmp_path: Path, template: str) -> None:
+    with pytest.raises(ConfigError, match="not a plain column name"):
+        read_labels(_csv(tmp_path, "image_id,target\na,0\n"), Columns(path_col=None, path_template=template))
+
+
+def test_a_cell_larger_than_csvs_default_limit_is_read(tmp_path: Path) -> None:
+    notes = "x" * 300_000
+    labels = read_labels(
+        _csv(tmp_path, f"image_id,path,target,notes\na,a.dcm,0,{notes}\n"), Columns(extra_cols=("notes",))
+    )
+    assert labels.rows[0].extras == (notes.encode(),)
+    import csv
+
+    assert csv.field_size_limit() == 131072  # the process-wide limit is left as it was
+
+
+def test_a_labels_pipe_is_read_once(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    with os.fdopen(write, "w") as handle:
+        handle.write("image_id,path,target\na,a.dcm,1\n")
+    labels = read_labels(f"/dev/fd/{read}", Columns())
+    os.close(read)
+    assert [r.image_id for r in labels.rows] == ["a"] and len(labels.sha256) == 64

@@ -205,3 +205,58 @@ def test_tables_over_the_stored_range_match_the_direct_pipeline(signed: int, win
         for spec in (ImageSpec(), ImageSpec(bits=16)):
             expected = grey_transform(img, header, spec) if window else to_output(img, full_range, spec)
             assert np.array_equal(to_output(img, header, spec), expected)
+
+
+@pytest.mark.parametrize(
+    ("center", "width"), [("nan", "400"), ("inf", "400"), ("40", "nan"), ("40", "-inf"), ("40", "0")]
+)
+def test_a_non_finite_or_useless_window_falls_back_like_a_missing_one(center: str, width: str) -> None:
+    ramp = np.arange(0, 4096, 16, dtype=np.uint16).reshape(16, 16)
+    expected = to_output(ramp, _header(bits=12), ImageSpec())
+    out = to_output(ramp, _header(bits=12, WindowCenter=center, WindowWidth=width), ImageSpec())
+    assert np.array_equal(out, expected) and out.max() == 255 and out.min() == 0
+
+
+def test_a_fixed_window_must_be_finite() -> None:
+    from dcm2tfrec.errors import ConfigError
+
+    for text in ("nan,400", "40,inf"):
+        with pytest.raises(ConfigError, match="finite"):
+            Window.parse(text)
+
+
+def test_an_empty_voi_lut_sequence_leaves_the_window_in_charge() -> None:
+    from pydicom.sequence import Sequence
+
+    stored = np.array([[0, 1000, 2000, 3000]], dtype=np.uint16)
+    windowed = _header(bits=12, WindowCenter=1500.0, WindowWidth=1000.0)
+    both = _header(bits=12, WindowCenter=1500.0, WindowWidth=1000.0)
+    both.VOILUTSequence = Sequence([])
+    assert list(to_output(stored, both, ImageSpec())[0]) == list(to_output(stored, windowed, ImageSpec())[0])
+    assert list(to_output(stored, both, ImageSpec())[0]) == [0, 0, 255, 255]
+
+
+def test_presentation_lut_inverse_inverts_monochrome2_once_and_monochrome1_not_twice() -> None:
+    stored = np.array([[0, 2048, 4095]], dtype=np.uint16)
+    spec = ImageSpec(window=Window("none"))
+    plain = to_output(stored, _header(bits=12), spec)[0]
+    inverse = to_output(stored, _header(bits=12, PresentationLUTShape="INVERSE"), spec)[0]
+    mono1 = to_output(
+        stored, _header(bits=12, photometric="MONOCHROME1", PresentationLUTShape="INVERSE"), spec
+    )[0]
+    assert list(plain) == [0, 128, 255] and list(inverse) == [255, 127, 0] and list(mono1) == list(inverse)
+
+
+def test_a_big_endian_palette_file_looks_like_its_little_endian_twin() -> None:
+    pytest.importorskip("data_store")  # pydicom-data (the [dev] extra): real files of pydicom's own tests
+    from pydicom.data import get_testdata_file
+
+    from dcm2tfrec.dicom import read_dicom
+    from dcm2tfrec.worker import render
+
+    spec = ImageSpec(width=80, height=60, channels=3)
+    images = []
+    for name in ("OBXXXX1A.dcm", "OBXXXX1A_expb.dcm"):
+        image = read_dicom(Path(get_testdata_file(name)), spec)
+        images.append(render(image.pixels, image.header, spec))
+    assert images[0].mean() > 5 and np.array_equal(images[0], images[1])
