@@ -29,13 +29,16 @@ from pydicom.pixels import pixel_array
 from pydicom.pixels.utils import get_expected_length
 
 from .config import ImageSpec
+from .decoders import register
 from .errors import DicomError, Reason, os_error_reason
 from .image import scaled_size
+from .inflate import check_inflation
 from .pixels import stored_range
-from .policy import DECODING_PLUGINS
+from .policy import decoding_plugins
 from .records import FeatureKind, FeatureValue
 
 log = logging.getLogger(__name__)
+register()
 
 #: Transfer syntaxes whose codestreams carry lower resolution levels (reduced decoding).
 MULTI_RESOLUTION = frozenset(
@@ -84,6 +87,10 @@ class DicomImage:
 
 def resolve_path(image_root: Path, rel: str, allow_outside_root: bool) -> Path:
     """Resolve a CSV path under ``image_root``; raise DicomError if it escapes or is missing."""
+    if "\0" in rel:
+        raise DicomError(
+            Reason.FILE_MISSING, f"{rel!r} contains a NUL character, which no file name can hold"
+        )
     candidate = Path(rel)
     full = candidate if candidate.is_absolute() else image_root / candidate
     if not allow_outside_root:
@@ -98,18 +105,32 @@ def resolve_path(image_root: Path, rel: str, allow_outside_root: bool) -> Path:
     return full
 
 
-def read_dataset(path: Path, headers_only: bool = False) -> Dataset:
+def _not_dicom(path: Path) -> DicomError:
+    size = path.stat().st_size
+    if size < 132:
+        return DicomError(Reason.NOT_DICOM, f"not a DICOM file: {size} bytes, too short for a DICOM header")
+    return DicomError(
+        Reason.NOT_DICOM,
+        "not a DICOM file: no 'DICM' marker at byte 128, and its start does not read as a DICOM image",
+    )
+
+
+def read_dataset(path: Path, headers_only: bool = False, max_pixels: int | None = None) -> Dataset:
     """dcmread (without pixel data when ``headers_only``); a file without preamble is accepted
-    only if it parses to an image dataset. Raises DicomError."""
+    only if it parses to an image dataset. A deflated file is inflated only within what
+    ``max_pixels`` allows (see :mod:`.inflate`). Raises DicomError."""
     try:
+        check_inflation(path, ImageSpec().max_pixels if max_pixels is None else max_pixels)
         ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
-    except InvalidDicomError as exc:
+    except InvalidDicomError:
         try:
             ds = pydicom.dcmread(path, force=True, stop_before_pixels=headers_only)
         except Exception:
-            raise DicomError(Reason.NOT_DICOM, f"not a DICOM file: {exc}") from None
+            raise _not_dicom(path) from None
         if ("PixelData" not in ds and not headers_only) or "Rows" not in ds:
-            raise DicomError(Reason.NOT_DICOM, f"not a DICOM file: {exc}") from None
+            raise _not_dicom(path) from None
+    except DicomError:
+        raise
     except EOFError as exc:
         raise DicomError(Reason.TRUNCATED, f"the DICOM header ends early: {exc}") from None
     except OSError as exc:
@@ -181,7 +202,7 @@ def check_pixel_data(ds: Dataset, tsyntax: str, rows: int, cols: int) -> None:
         expected, actual = int(get_expected_length(ds, unit="bytes")), len(ds.PixelData)
         if actual < expected:
             raise DicomError(Reason.TRUNCATED, f"pixel data has {actual} bytes, the header needs {expected}")
-        if actual > expected + 1:
+        if actual >= 2 * expected:  # shorter excess is padding, which pydicom ignores too
             raise DicomError(
                 Reason.PIXEL_DATA_MISMATCH,
                 f"pixel data has {actual} bytes, the header declares {expected} "
@@ -256,18 +277,21 @@ def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:
     max_pixels = (spec or ImageSpec()).max_pixels
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = read_dataset(path)
+        ds = read_dataset(path, max_pixels=max_pixels)
         ended_early = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
         if ended_early:
             raise DicomError(Reason.TRUNCATED, ended_early[0])
         if "PixelData" not in ds:
+            floats = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
+            if floats:
+                raise DicomError(Reason.UNSUPPORTED, f"{floats[0]} (floating-point pixels) is not supported")
             if _meta_cut_short(path):
                 raise DicomError(Reason.TRUNCATED, "the file ends inside its File Meta Information")
             if "SOPClassUID" not in ds:
                 raise DicomError(Reason.NOT_DICOM, "no Pixel Data and no SOP Class UID: not a DICOM image")
             raise DicomError(Reason.NO_PIXEL_DATA, f"no Pixel Data element (SOP class {ds.SOPClassUID})")
         tsyntax = str(ds.file_meta.TransferSyntaxUID)
-        if tsyntax not in DECODING_PLUGINS:
+        if tsyntax not in decoding_plugins():
             name = uid.UID(tsyntax).name
             raise DicomError(Reason.UNSUPPORTED, f"transfer syntax {name} ({tsyntax}) has no pinned decoder")
         rows, cols, _ = check_header(ds, max_pixels)
@@ -312,9 +336,10 @@ def _is_reduction(shape: tuple[int, ...], rows: int, cols: int) -> bool:
 
 
 def _is_damage(message: str) -> bool:
-    """Whether a warning raised while reading or decoding signals damaged data."""
+    """Whether a warning raised while reading or decoding signals damaged data (padding after the
+    frame, which pydicom removes, is not damage: check_pixel_data has bounded it)."""
     low = message.lower()
-    return any(word in low for word in _DAMAGE_WORDS)
+    return "excess padding" not in low and any(word in low for word in _DAMAGE_WORDS)
 
 
 def decode_pixels(ds: Dataset, spec: ImageSpec | None = None) -> np.ndarray:
@@ -335,7 +360,7 @@ def decode_pixels(ds: Dataset, spec: ImageSpec | None = None) -> np.ndarray:
             return reduced
     if not ds["PixelData"].is_undefined_length:
         return _decode_native(ds, tsyntax)
-    return pixel_array(ds, decoding_plugin=DECODING_PLUGINS.get(tsyntax, ""))
+    return pixel_array(ds, decoding_plugin=decoding_plugins().get(tsyntax, ""))
 
 
 def _native_view(ds: Dataset, tsyntax: str) -> np.ndarray:
@@ -352,8 +377,11 @@ def _native_view(ds: Dataset, tsyntax: str) -> np.ndarray:
 
 def _decode_native(ds: Dataset, tsyntax: str) -> np.ndarray:
     """Native pixel data as a zero-copy view; pydicom's unused-bit correction (a full copy and
-    two shifts) runs only when a value actually lies outside what BitsStored allows."""
+    two shifts) runs only when a value actually lies outside what BitsStored allows. Big-endian
+    data is brought into this machine's byte order, so it takes the same path as its twin."""
     pixels = _native_view(ds, tsyntax)
+    if not pixels.dtype.isnative:
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     bits_stored = int(ds.get("BitsStored") or 0)
     if pixels.ndim == 2 and pixels.dtype.kind in "iu" and bits_stored < 8 * pixels.dtype.itemsize:
         lo, hi = stored_range(ds)

@@ -7,6 +7,8 @@ Nothing here imports pydicom or OpenCV, so the parent process can describe a run
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import platform
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,7 @@ DECODING_PLUGINS: dict[str, str] = {
     "1.2.840.10008.1.2.1.99": "",  # Deflated Explicit VR Little Endian
     "1.2.840.10008.1.2.5": "pylibjpeg",  # RLE Lossless (pylibjpeg-rle)
     "1.2.840.10008.1.2.4.50": "gdcm",  # JPEG Baseline (Process 1)
-    "1.2.840.10008.1.2.4.51": "gdcm",  # JPEG Extended (Process 2 and 4)
+    "1.2.840.10008.1.2.4.51": "imagecodecs",  # JPEG Extended, 8 and 12 bits (libjpeg-turbo 3)
     "1.2.840.10008.1.2.4.57": "gdcm",  # JPEG Lossless, Non-Hierarchical (Process 14)
     "1.2.840.10008.1.2.4.70": "gdcm",  # JPEG Lossless, First-Order Prediction (SV1)
     "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS Lossless
@@ -37,6 +39,29 @@ DECODING_PLUGINS: dict[str, str] = {
     "1.2.840.10008.1.2.4.202": "pylibjpeg",  # HTJ2K Lossless RPCL
     "1.2.840.10008.1.2.4.203": "pylibjpeg",  # HTJ2K
 }
+
+
+#: Optional plugins that replace a pin when their package is installed: {syntax: (plugin, module)}.
+#: The ``[gpl]`` extra's pylibjpeg-libjpeg then decodes JPEG Extended instead of imagecodecs.
+OPTIONAL_PLUGINS: dict[str, tuple[str, str]] = {"1.2.840.10008.1.2.4.51": ("pylibjpeg", "libjpeg")}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a blocked import (sys.modules[module] is None)
+        return False
+
+
+@functools.cache
+def decoding_plugins() -> dict[str, str]:
+    """The plugin that decodes each transfer syntax in this installation: the pin, or the optional
+    plugin that replaces it when its package is installed (without importing anything)."""
+    plugins = dict(DECODING_PLUGINS)
+    for syntax, (plugin, module) in OPTIONAL_PLUGINS.items():
+        if _installed(module):
+            plugins[syntax] = plugin
+    return plugins
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,7 @@ OUTPUT_LIBRARIES: tuple[Library, ...] = (
     Library("pylibjpeg-openjpeg", ("openjpeg",)),
     Library("pylibjpeg-rle"),
     Library("pylibjpeg-libjpeg"),
+    Library("imagecodecs"),
     Library("pyjpegls"),
     Library("python-gdcm"),
     Library("google-crc32c"),
@@ -100,7 +126,7 @@ def pixel_policy(spec: ImageSpec) -> dict[str, Any]:
             f"linear from the {lo:g}th to the {hi:g}th percentile of the image's modality values"
         )
     return {
-        "decoders": dict(sorted(DECODING_PLUGINS.items())),
+        "decoders": dict(sorted(decoding_plugins().items())),
         "modality_lut": "pydicom apply_modality_lut (Modality LUT Sequence or RescaleSlope/Intercept)",
         "intensity": intensity,
         "monochrome1": "inverted after windowing (8-bit) or within the stored range (16-bit): bright = dense",

@@ -22,7 +22,7 @@ from joblib import Parallel, delayed
 from .config import Columns
 from .errors import ConfigError, DicomError, Reason, os_error_reason
 from .labels import read_records, template_fields
-from .policy import DECODING_PLUGINS
+from .policy import decoding_plugins
 
 #: The DICOM attributes a scan reads, in table order (no identifying ones).
 TAGS = (
@@ -186,11 +186,15 @@ def write_table(table: ScanTable, out: Path) -> None:
 
 
 def _decoder_available(tsyntax: str) -> bool:
-    if tsyntax not in DECODING_PLUGINS:
+    plugins = decoding_plugins()
+    if tsyntax not in plugins:
         return False
     from pydicom.pixels import get_decoder
 
-    plugin = DECODING_PLUGINS[tsyntax]
+    from .decoders import register
+
+    register()
+    plugin = plugins[tsyntax]
     decoder = get_decoder(tsyntax)
     return bool(decoder.is_available if not plugin else plugin in decoder.available_plugins)
 

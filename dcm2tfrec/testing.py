@@ -393,7 +393,9 @@ def make_hostile(root: Path, outside: Path) -> dict[str, tuple[str, str | None]]
     patched("rgb_as_mono", "bad_header", SamplesPerPixel=3)
     patched("multiframe", "unsupported", NumberOfFrames=2, PixelData=pixels.tobytes() * 2)
     patched("short_pixels", "truncated", PixelData=pixels.tobytes()[:-64])
-    patched("long_pixels", "pixel_data_mismatch", PixelData=pixels.tobytes() + b"\0" * 64)
+    patched("long_pixels", None, PixelData=pixels.tobytes() + b"\0" * 64)  # padding: pydicom ignores it
+    big = write_dicom(root / "good_be.dcm", pixels, bits_stored=12, transfer_syntax="explicit_be")
+    patched("long_pixels_be", None, src=big, PixelData=pixels.byteswap().tobytes() + b"\0" * 64)
     patched("second_frame", "pixel_data_mismatch", PixelData=pixels.tobytes() * 2)
     patched("huge_native", "too_large", Rows=60000, Columns=60000)
     patched("huge_j2k", "too_large", src=root / "good_j2k.dcm", Rows=60000, Columns=60000)
@@ -461,3 +463,30 @@ def make_hostile(root: Path, outside: Path) -> dict[str, tuple[str, str | None]]
         }
     )
     return cases
+
+
+def write_deflate_bomb(path: Path, rows: int, columns: int, pixel_bytes: int) -> Path:
+    """A Deflated Explicit VR Little Endian file whose header declares ``rows`` x ``columns`` 16-bit
+    pixels and whose Pixel Data inflates to ``pixel_bytes`` zero bytes (a few kB per 100 MB)."""
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from .inflate import deflated_start
+
+    write_dicom(path, np.zeros((4, 4), np.uint16), transfer_syntax="deflate")
+    meta = path.read_bytes()[: deflated_start(path)]
+    ds = pydicom.dcmread(path)
+    del ds.PixelData
+    ds.Rows, ds.Columns = rows, columns
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = [deflater.compress(body.getvalue() + b"\xe0\x7f\x10\x00OW\0\0" + struct.pack("<I", pixel_bytes))]
+    zeros = bytes(1 << 24)
+    for start in range(0, pixel_bytes, len(zeros)):
+        out.append(deflater.compress(zeros[: min(len(zeros), pixel_bytes - start)]))
+    path.write_bytes(meta + b"".join(out) + deflater.flush())
+    return path
