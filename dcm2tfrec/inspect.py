@@ -7,6 +7,7 @@ Works without TensorFlow: framing and CRCs come from :mod:`shards`, records are 
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .config import MAX_SIDE
 from .errors import ConfigError, ShardCorrupt, ShardError
 from .manifest import MANIFEST_NAME
 from .records import check_schema, decode_record
@@ -31,6 +33,8 @@ from .tfrecord import iter_records
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+#: The longest exported file name stem; longer ids are cut and given a hash to stay unique.
+_NAME_LIMIT = 120
 
 
 @dataclass
@@ -58,10 +62,12 @@ class InspectReport:
     shards: list[ShardReport]
     verified: bool
     missing: list[str] = field(default_factory=list)
+    #: Problems outside any one shard (an unreadable manifest, a shard name that is no file).
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.missing and all(not s.problems for s in self.shards)
+        return not self.missing and not self.problems and all(not s.problems for s in self.shards)
 
     def totals(self) -> dict[str, Any]:
         targets: Counter[str] = Counter()
@@ -71,8 +77,8 @@ class InspectReport:
             "shards": len(self.shards),
             "records": sum(s.records for s in self.shards),
             "bytes": sum(s.bytes for s in self.shards),
-            "targets": dict(sorted(targets.items(), key=lambda kv: int(kv[0]))),
-            "problems": sum(len(s.problems) for s in self.shards) + len(self.missing),
+            "targets": dict(sorted(targets.items(), key=lambda kv: _target_order(kv[0]))),
+            "problems": sum(len(s.problems) for s in self.shards) + len(self.missing) + len(self.problems),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -81,26 +87,39 @@ class InspectReport:
             "verified": self.verified,
             "totals": self.totals(),
             "missing": self.missing,
+            "problems": self.problems,
             "shards": [asdict(s) for s in self.shards],
         }
 
 
-def _shard_sets(paths: list[str]) -> list[ShardSet]:
-    """What each path names: files, folders (their ``*.tfrec``), manifests or globs."""
+def _target_order(key: str) -> tuple[int, int | str]:
+    """Integer targets in numeric order, anything else (a missing target) after them."""
+    return (0, int(key)) if key.lstrip("-").isdigit() else (1, key)
+
+
+def _shard_sets(paths: list[str], problems: list[str] | None = None) -> list[ShardSet]:
+    """What each path names: files, folders (their ``*.tfrec``), manifests or globs. A manifest that
+    cannot be read is a problem (added to ``problems``), and its folder is inspected without it."""
     sets = []
     for text in paths:
         if not os.path.exists(text) and not set("*?[") & set(text):
             raise ConfigError(f"{text}: no such shard, folder or glob match")
+        if os.path.exists(text) and not (os.path.isfile(text) or os.path.isdir(text)):
+            raise ConfigError(f"{text} is not a regular file or a folder (a FIFO or device?); not read")
         try:
             sets.append(resolve(text, listed=False))
         except ShardError as exc:
-            raise ConfigError(str(exc)) from None
+            if problems is None or text.endswith(".json"):
+                raise ConfigError(str(exc)) from None
+            problems.append(str(exc))
+            sets.append(resolve(text, listed=False, use_manifest=False))
     return sets
 
 
 def find_shards(paths: list[str]) -> list[Path]:
     """Shard files named by ``paths``: files, folders (their ``*.tfrec``), manifests or globs."""
-    return list(dict.fromkeys(Path(f) for shards in _shard_sets(paths) for f in shards.files))
+    files = dict.fromkeys(Path(f) for shards in _shard_sets(paths, []) for f in shards.files)
+    return [path for path in files if path.is_file()]
 
 
 def png_info(data: bytes) -> tuple[int, int, int, str] | None:
@@ -113,7 +132,11 @@ def png_info(data: bytes) -> tuple[int, int, int, str] | None:
 
 
 def decode_png(data: bytes) -> np.ndarray | None:
-    """Decode PNG bytes to (H, W, C) in RGB order, or None if they do not decode."""
+    """Decode PNG bytes to (H, W, C) in RGB order, or None if they do not decode or declare more
+    than dcm2tfrec ever writes (a side over MAX_SIDE): nothing is allocated for those."""
+    info = png_info(data)
+    if info is None or not (0 < info[0] <= MAX_SIDE and 0 < info[1] <= MAX_SIDE and 0 < info[2] <= 4):
+        return None
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         return None
@@ -122,74 +145,83 @@ def decode_png(data: bytes) -> np.ndarray | None:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if img.shape[2] == 3 else img
 
 
-def _value(features: Mapping[str, tuple[str, Sequence[Any]]], name: str, default: Any = None) -> Any:
+def _value(
+    features: Mapping[str, tuple[str, Sequence[Any]]], name: str, kind: str, default: Any = None
+) -> Any:
+    """The single value of feature ``name`` when it has ``kind``, else ``default``."""
     entry = features.get(name)
-    return entry[1][0] if entry and entry[1] else default
+    return entry[1][0] if entry and entry[0] == kind and len(entry[1]) == 1 else default
 
 
 def _check_record(features: dict[str, Any], verify: bool, pixel_range: list[int]) -> tuple[str, list[str]]:
     """The record's image key (``HxWxC dtype``) and its problems."""
     problems = check_schema(features)
-    png = _value(features, "image", b"")
-    declared = tuple(int(_value(features, k, -1)) for k in ("height", "width", "channels"))
+    png = _value(features, "image", "bytes", b"")
+    declared = tuple(int(_value(features, k, "int64", -1)) for k in ("height", "width", "channels"))
     info = png_info(png)
     if info is None:
         return "not a PNG", [*problems, "image is not a PNG"]
     width, height, channels, dtype = info
     if (height, width, channels) != declared:
         problems.append(f"PNG is {height}x{width}x{channels}, features say {'x'.join(map(str, declared))}")
-    if verify:
+    elif verify:
         img = decode_png(png)
         if img is None:
-            problems.append("PNG does not decode")
+            too_big = max(height, width) > MAX_SIDE
+            problems.append(
+                f"PNG of {height}x{width} is larger than dcm2tfrec writes"
+                if too_big
+                else "PNG does not decode"
+            )
         else:
             pixel_range[0] = min(pixel_range[0], int(img.min()))
             pixel_range[1] = max(pixel_range[1], int(img.max()))
     return f"{height}x{width}x{channels} {dtype}", problems
 
 
+def _summary_of(features: dict[str, Any]) -> tuple[str, Any]:
+    """A record's id (text) and target (int, or None when it has none of the right kind)."""
+    image_id = _value(features, "image_id", "bytes", b"")
+    return image_id.decode("utf-8", "replace"), _value(features, "target", "int64")
+
+
 def inspect_shard(
     path: Path, entry: dict[str, Any] | None, *, verify: bool = False, head: int = 0
 ) -> ShardReport:
-    """Read one shard record by record (CRCs always checked) and report what it holds."""
+    """Read one shard record by record (CRCs always checked) and report what it holds; every kind
+    of damage is a problem of the report, never an exception."""
     report = ShardReport(file=path.name, path=str(path))
+    if not path.is_file():
+        report.problems.append(f"{path} is not a regular file (a FIFO or device?); not read")
+        return report
     kinds: dict[str, str] = {}
     images: Counter[str] = Counter()
     targets: Counter[str] = Counter()
     pixel_range = [2**31, -1]
     store = PosixStore(str(path.parent))
-    report.sha256, report.bytes = store.sha256(path.name), store.size(path.name)
-    with open(path, "rb") as handle:
-        try:
+    try:
+        report.sha256, report.bytes = store.sha256(path.name), store.size(path.name)
+        with open(path, "rb") as handle:
             for index, (offset, data) in enumerate(iter_records(handle, str(path))):
                 report.records += 1
                 try:
                     features = decode_record(data)
-                except (ValueError, UnicodeDecodeError) as exc:
+                except (ValueError, UnicodeDecodeError, struct.error) as exc:
                     report.problems.append(f"record {index} at byte {offset}: not a valid Example ({exc})")
                     continue
                 kinds.update({name: kind for name, (kind, _) in features.items()})
                 key, problems = _check_record(features, verify, pixel_range)
                 images[key] += 1
-                targets[str(_value(features, "target", "?"))] += 1
+                image_id, target = _summary_of(features)
+                targets["?" if target is None else str(target)] += 1
                 report.problems += [f"record {index} at byte {offset}: {p}" for p in problems]
                 if index < head:
-                    image_id = _value(features, "image_id", b"").decode("utf-8", "replace")
-                    report.head.append(
-                        {
-                            "index": index,
-                            "image_id": image_id,
-                            "target": _value(features, "target"),
-                            "image": key,
-                        }
-                    )
-        except ShardCorrupt as exc:
-            report.problems.append(str(exc))
+                    report.head.append({"index": index, "image_id": image_id, "target": target, "image": key})
+    except (ShardCorrupt, OSError) as exc:
+        report.problems.append(str(exc))
     report.features = dict(sorted(kinds.items()))
     report.images = dict(images)
-    report.targets = dict(
-        sorted(targets.items(), key=lambda kv: int(kv[0]) if kv[0].lstrip("-").isdigit() else 0)
-    )
+    report.targets = dict(sorted(targets.items(), key=lambda kv: _target_order(kv[0])))
     if verify and report.records:
         report.pixel_range = pixel_range
     count = shard_count(path.name)
@@ -198,9 +230,9 @@ def inspect_shard(
     if entry is not None:
         report.manifest = {
             "listed": True,
-            "records": entry["records"] == report.records,
-            "bytes": entry["bytes"] == report.bytes,
-            "sha256": entry["sha256"] == report.sha256,
+            "records": entry.get("records") == report.records,
+            "bytes": entry.get("bytes") == report.bytes,
+            "sha256": entry.get("sha256") == report.sha256,
         }
         report.problems += [
             f"{k} differ from the manifest" for k in ("records", "bytes", "sha256") if not report.manifest[k]
@@ -210,8 +242,8 @@ def inspect_shard(
 
 def inspect_paths(paths: list[str], *, verify: bool = False, head: int = 0) -> InspectReport:
     """Inspect every shard named by ``paths``; a manifest next to a shard is checked against it."""
-    reports, missing, seen = [], [], set()
-    for shards in _shard_sets(paths):
+    reports, missing, seen, problems = [], [], set(), []  # type: ignore[var-annotated]
+    for shards in _shard_sets(paths, problems):
         for file in shards.files:
             path = Path(file)
             if path in seen:
@@ -223,24 +255,28 @@ def inspect_paths(paths: list[str], *, verify: bool = False, head: int = 0) -> I
                 report.problems.append(f"not listed in {path.parent / MANIFEST_NAME}")
             reports.append(report)
         missing += [m for m in shards.listed_missing() if m not in missing]
-    return InspectReport(reports, verified=verify, missing=missing)
+    return InspectReport(reports, verified=verify, missing=missing, problems=problems)
 
 
-def iter_images(shards: list[Path], limit: int) -> Iterator[tuple[str, int, bytes]]:
-    """The first ``limit`` records' (image_id, target, PNG bytes) across ``shards``."""
+def iter_images(shards: list[Path], limit: int) -> Iterator[tuple[str, int | None, bytes]]:
+    """The first ``limit`` readable records' (image_id, target, PNG bytes) across ``shards``; a
+    damaged shard or record is skipped (inspect's report names it)."""
     count = 0
     for path in shards:
-        with open(path, "rb") as handle:
-            for _, data in iter_records(handle, str(path)):
-                if count >= limit:
-                    return
-                features = decode_record(data)
-                yield (
-                    _value(features, "image_id", b"").decode("utf-8", "replace"),
-                    int(_value(features, "target", 0)),
-                    _value(features, "image", b""),
-                )
-                count += 1
+        try:
+            with open(path, "rb") as handle:
+                for _, data in iter_records(handle, str(path)):
+                    if count >= limit:
+                        return
+                    try:
+                        features = decode_record(data)
+                    except (ValueError, UnicodeDecodeError, struct.error):
+                        continue
+                    image_id, target = _summary_of(features)
+                    yield image_id, target, _value(features, "image", "bytes", b"")
+                    count += 1
+        except (ShardCorrupt, OSError):
+            continue
 
 
 def _display(img: np.ndarray) -> np.ndarray:
@@ -257,7 +293,7 @@ def _display(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, :3])
 
 
-def contact_sheet(items: list[tuple[str, int, bytes]], tile: int = 192) -> np.ndarray:
+def contact_sheet(items: list[tuple[str, int | None, bytes]], tile: int = 192) -> np.ndarray:
     """An RGB grid of the images, each captioned with its id and target."""
     cols = max(1, math.ceil(math.sqrt(len(items))))
     rows = max(1, math.ceil(len(items) / cols))
@@ -275,7 +311,8 @@ def contact_sheet(items: list[tuple[str, int, bytes]], tile: int = 192) -> np.nd
             )
             oy, ox = (tile - h) // 2, (tile - w) // 2
             sheet[y + oy : y + oy + h, x + ox : x + ox + w] = shown
-        label = f"{image_id} | {target}" if img is not None else f"{image_id} | UNREADABLE"
+        shown_target = "-" if target is None else target
+        label = f"{image_id} | {shown_target}" if img is not None else f"{image_id} | UNREADABLE"
         cv2.putText(
             sheet,
             label[:28],
@@ -290,17 +327,26 @@ def contact_sheet(items: list[tuple[str, int, bytes]], tile: int = 192) -> np.nd
 
 
 def write_grid(shards: list[Path], out: Path, limit: int) -> int:
-    """Write a contact sheet of the first ``limit`` images to ``out``; return how many."""
+    """Write a contact sheet of the first ``limit`` images to ``out`` (a .png file); return how many."""
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--grid {out}: name a .png file")
+    if out.is_dir():
+        raise ConfigError(f"--grid {out} is a folder; name a .png file")
     items = list(iter_images(shards, limit))
-    sheet = contact_sheet(items)
-    if not cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        raise ConfigError(f"cannot write {out} (use a .png name in an existing folder)")
+    _, data = cv2.imencode(".png", cv2.cvtColor(contact_sheet(items), cv2.COLOR_RGB2BGR))
+    try:
+        out.write_bytes(data.tobytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot write --grid {out}: {exc.strerror or exc}") from None
     return len(items)
 
 
 def safe_name(image_id: str, taken: set[str]) -> str:
-    """A file name for an id: unsafe characters become '_', and clashes get a numeric suffix."""
+    """A file name for an id: unsafe characters become '_', a long id is cut (with a hash of it, so
+    ids stay apart), and clashes get a numeric suffix."""
     base = _UNSAFE.sub("_", image_id).strip(".") or "image"
+    if len(base) > _NAME_LIMIT:
+        base = f"{base[: _NAME_LIMIT - 13]}~{hashlib.sha256(image_id.encode()).hexdigest()[:12]}"
     name, n = base, 1
     while name in taken:
         n += 1
@@ -310,18 +356,27 @@ def safe_name(image_id: str, taken: set[str]) -> str:
 
 
 def export_images(shards: list[Path], out: Path, limit: int) -> int:
-    """Write the first ``limit`` images as PNG files named by id (the stored bytes), plus labels.csv."""
-    out.mkdir(parents=True, exist_ok=True)
-    taken: set[str] = set()
+    """Write the first ``limit`` images as PNG files named by id (the stored bytes), plus labels.csv,
+    into a new or empty folder (a folder with files in it is refused: nothing is overwritten)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--export {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"--export {out} is not empty; name a new or empty folder")
+    taken: set[str] = {"labels"}
     rows = []
-    for image_id, target, png in iter_images(shards, limit):
-        name = safe_name(image_id, taken) + ".png"
-        (out / name).write_bytes(png)
-        rows.append((image_id, target, name))
-    with open(out / "labels.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["image_id", "target", "file"])
-        writer.writerows(rows)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for image_id, target, png in iter_images(shards, limit):
+            name = safe_name(image_id, taken) + ".png"
+            with open(out / name, "xb") as handle:
+                handle.write(png)
+            rows.append((image_id, "" if target is None else target, name))
+        with open(out / "labels.csv", "x", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["image_id", "target", "file"])
+            writer.writerows(rows)
+    except OSError as exc:
+        raise ConfigError(f"cannot write --export {out}: {exc.strerror or exc}") from None
     return len(rows)
 
 
@@ -346,6 +401,7 @@ def format_report(report: InspectReport) -> str:
         ]
         lines += [f"  PROBLEM   {p}" for p in s.problems]
     lines += [f"MISSING   {m} is listed in the manifest but absent" for m in report.missing]
+    lines += [f"PROBLEM   {p}" for p in report.problems]
     t = report.totals()
     verdict = "all checks passed" if report.ok else f"{t['problems']} PROBLEM(S)"
     checked = "CRCs, schema, PNG headers" + (", every PNG decoded" if report.verified else "")

@@ -8,6 +8,7 @@ batch in one vectorised op, decode PNGs in parallel, prefetch.
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 from collections.abc import Sequence
 from typing import Any
@@ -15,10 +16,11 @@ from typing import Any
 import tensorflow as tf
 
 from .config import Window
-from .errors import ConfigError, ShardError
+from .errors import ConfigError, ShardCorrupt, ShardError
 from .policy import VALUE_OFFSET_16
-from .records import MASK, SCHEMA
+from .records import CLASS_NAME, MASK, SCHEMA
 from .sources import ShardSet, Source, resolve
+from .tfrecord import count_records
 
 _DTYPES = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
 
@@ -59,13 +61,26 @@ def parse_example(serialized: tf.Tensor, schema: dict[str, str] | None = None) -
     return tf.io.parse_example(serialized, feature_spec(schema))
 
 
-def class_names(source: Source) -> list[str]:
-    """The class names of a run converted with ``--class-map``, indexed by target id."""
-    manifest = resolve_source(source).manifest or {}
-    mapping: dict[str, int] = manifest.get("class_map") or {}
+#: The largest class id ``class_names`` lays out as a list (sparse ids: see ``class_map``).
+_DENSE_IDS = 1_000_000
+
+
+def class_map(source: Source) -> dict[str, int]:
+    """The ``--class-map`` of a run: class name -> target id."""
+    mapping: dict[str, int] = (resolve_source(source).manifest or {}).get("class_map") or {}
     if not mapping:
         raise ShardError("these shards were converted without --class-map: targets have no names")
-    names = [""] * (max(mapping.values()) + 1)
+    return mapping
+
+
+def class_names(source: Source) -> list[str]:
+    """The class names of a run converted with ``--class-map``, indexed by target id (ids up to
+    one million; sparser ids are refused, use :func:`class_map`)."""
+    mapping = class_map(source)
+    top = max(mapping.values())
+    if top > _DENSE_IDS:
+        raise ShardError(f"class ids go up to {top}: too sparse for a list; use dcm2tfrec.reader.class_map")
+    names = [""] * (top + 1)
     for name, target in mapping.items():
         names[target] = name
     return names
@@ -90,8 +105,27 @@ def select(
     return shards.subset([i for i, f in enumerate(shards.files) if posixpath.basename(f) in names])
 
 
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _check_local(path: str, records: int | None) -> None:
+    """A local shard must be a regular file whose framing holds (no length field claiming more
+    than the file has, which TensorFlow would try to allocate) and the manifest's record count."""
+    if not os.path.isfile(path):
+        raise ShardError(f"{path}: not a regular file (a FIFO or device?)")
+    try:
+        with open(path, "rb") as handle:
+            count = count_records(handle, path)
+    except ShardCorrupt as exc:
+        raise ShardError(str(exc)) from None
+    if records is not None and count != records:
+        raise ShardError(f"{path}: {count} records, the manifest says {records}")
+
+
 def check_shards(shards: ShardSet, level: str = "size") -> None:
-    """Check shard files against the manifest before reading: ``size``, ``sha256`` or ``none``.
+    """Check shard files against the manifest before reading: ``size`` (and, for local files, their
+    record framing), ``sha256`` or ``none``.
 
     TensorFlow's own CRC errors at read time do not name the file; this check does.
     """
@@ -99,17 +133,18 @@ def check_shards(shards: ShardSet, level: str = "size") -> None:
         raise ValueError(f"check must be 'none', 'size' or 'sha256', not {level!r}")
     if level == "none":
         return
-    for path, size, sha in zip(shards.files, shards.sizes, shards.sha256, strict=True):
+    for path, size, sha, count in zip(shards.files, shards.sizes, shards.sha256, shards.counts, strict=True):
         if not tf.io.gfile.exists(path):
             raise ShardError(f"{path}: shard file is missing")
-        if size is None:
-            continue
-        actual = tf.io.gfile.stat(path).length
-        if actual != size:
-            raise ShardError(
-                f"{path}: {actual} bytes, the manifest says {size} (truncated, appended or replaced)"
-            )
-        if level == "sha256":
+        if size is not None:
+            actual = tf.io.gfile.stat(path).length
+            if actual != size:
+                raise ShardError(
+                    f"{path}: {actual} bytes, the manifest says {size} (truncated, appended or replaced)"
+                )
+        if not _is_url(path):
+            _check_local(path, count)
+        if level == "sha256" and sha is not None:
             digest = hashlib.sha256()
             with tf.io.gfile.GFile(path, "rb") as handle:
                 while chunk := handle.read(1 << 22):
@@ -209,8 +244,14 @@ def make_dataset(
     channels = int(image_cfg.get("channels", 0))
     shape = [image_cfg.get("height"), image_cfg.get("width"), channels or None]
     schema = (shards.manifest or {}).get("schema") or dict(SCHEMA)
-    names = class_names(source) if (shards.manifest or {}).get("class_map") and with_features else None
+    mapping = (shards.manifest or {}).get("class_map") if with_features else None
 
+    if mapping:
+        ids, labels = zip(*sorted((target, name) for name, target in mapping.items()), strict=True)
+        initializer = tf.lookup.KeyValueTensorInitializer(
+            tf.constant(ids, tf.int64), tf.constant(labels, tf.string)
+        )
+        names = tf.lookup.StaticHashTable(initializer, default_value="")
     files = tf.data.Dataset.from_tensor_slices(shards.files)
     if shuffle:
         files = files.shuffle(len(shards.files), seed=seed, reshuffle_each_iteration=True)
@@ -254,8 +295,8 @@ def make_dataset(
                     features[MASK],
                     fn_output_signature=tf.TensorSpec(mask_shape, tf.uint8),
                 )
-            if names is not None:
-                features["class_name"] = tf.gather(tf.constant(names), features["target"])
+            if mapping:
+                features[CLASS_NAME] = names.lookup(features["target"])
             return features
         return images, features["target"]
 

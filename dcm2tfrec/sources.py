@@ -115,14 +115,14 @@ def read_manifest(path: str, files: Files = LOCAL) -> dict[str, Any]:
     return manifest
 
 
-def _files_of(text: str, files: Files, listed: bool) -> tuple[list[str], str | None]:
+def _files_of(text: str, files: Files, listed: bool, use_manifest: bool) -> tuple[list[str], str | None]:
     """The shard files a path names, and the manifest file it names or holds."""
-    if text.endswith(".json"):
+    if text.endswith(".json") and use_manifest:
         folder = posixpath.dirname(text)
         return [posixpath.join(folder, s["file"]) for s in read_manifest(text, files)["shards"]], text
     if files.isdir(text):
         candidate = posixpath.join(text, MANIFEST_NAME)
-        manifest = candidate if files.exists(candidate) else None
+        manifest = candidate if use_manifest and files.exists(candidate) else None
         if manifest and listed:
             return [
                 posixpath.join(text, s["file"]) for s in read_manifest(manifest, files)["shards"]
@@ -133,20 +133,21 @@ def _files_of(text: str, files: Files, listed: bool) -> tuple[list[str], str | N
     return [text], None
 
 
-def resolve(source: Source, files: Files = LOCAL, listed: bool = True) -> ShardSet:
+def resolve(source: Source, files: Files = LOCAL, listed: bool = True, use_manifest: bool = True) -> ShardSet:
     """Turn an output folder, a manifest path, a glob or a list of shard files into a ShardSet.
 
     A folder gives the shards its manifest lists (``listed``) or every ``*.tfrec`` in it; a
-    manifest next to the files is found and its size, SHA-256 and count of each shard attached.
+    manifest next to the files is found (unless not ``use_manifest``) and its size, SHA-256 and
+    count of each shard attached.
     """
     manifest_path = None
     if isinstance(source, (str, os.PathLike)):
-        paths, manifest_path = _files_of(os.fspath(source), files, listed)
+        paths, manifest_path = _files_of(os.fspath(source), files, listed, use_manifest)
     else:
         paths = [os.fspath(f) for f in source]
     if not paths:
         raise ShardError(f"no shard files found in {source!r}")
-    if manifest_path is None and len({posixpath.dirname(p) for p in paths}) == 1:
+    if manifest_path is None and use_manifest and len({posixpath.dirname(p) for p in paths}) == 1:
         candidate = posixpath.join(posixpath.dirname(paths[0]), MANIFEST_NAME)
         manifest_path = candidate if files.exists(candidate) else None
     manifest = read_manifest(manifest_path, files) if manifest_path else None

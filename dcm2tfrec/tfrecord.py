@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -27,20 +28,41 @@ def frame(record: bytes) -> bytes:
     return length + struct.pack("<I", masked_crc(length)) + record + struct.pack("<I", masked_crc(record))
 
 
+def _size(handle: BinaryIO) -> int | None:
+    try:
+        return os.fstat(handle.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # not a file: no bound to check against
+        return None
+
+
+def _header(handle: BinaryIO, name: str, index: int, size: int | None) -> tuple[int, int] | None:
+    """The next record's (offset, data length), checked against its CRC and the bytes left; None
+    at the end."""
+    offset = handle.tell()
+    head = handle.read(12)
+    if not head:
+        return None
+    where = f"{name}: record {index} at byte {offset}"
+    if len(head) < 12:
+        raise ShardCorrupt(f"{where}: truncated length header")
+    (length,) = struct.unpack("<Q", head[:8])
+    if struct.unpack("<I", head[8:])[0] != masked_crc(head[:8]):
+        raise ShardCorrupt(f"{where}: length CRC mismatch")
+    if size is not None and offset + OVERHEAD + length > size:
+        left = size - offset - 12
+        raise ShardCorrupt(
+            f"{where}: truncated record: it claims {length + 4} more bytes, the file holds {left}"
+        )
+    return offset, length
+
+
 def iter_records(handle: BinaryIO, name: str) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(byte offset, record)`` for each record read from ``handle``, checking both CRCs;
-    ShardCorrupt names ``name``, the record and its byte offset."""
-    index = 0
-    while True:
-        offset = handle.tell()
-        head = handle.read(12)
-        if not head:
-            return
-        if len(head) < 12:
-            raise ShardCorrupt(f"{name}: record {index} at byte {offset}: truncated length header")
-        (length,) = struct.unpack("<Q", head[:8])
-        if struct.unpack("<I", head[8:])[0] != masked_crc(head[:8]):
-            raise ShardCorrupt(f"{name}: record {index} at byte {offset}: length CRC mismatch")
+    """Yield ``(byte offset, record)`` for each record read from ``handle``, checking both CRCs and
+    that no length claims more than the file holds; ShardCorrupt names ``name``, the record and its
+    byte offset."""
+    size, index = _size(handle), 0
+    while (found := _header(handle, name, index, size)) is not None:
+        offset, length = found
         body = handle.read(length + 4)
         if len(body) < length + 4:
             raise ShardCorrupt(f"{name}: record {index} at byte {offset}: truncated record")
@@ -49,6 +71,15 @@ def iter_records(handle: BinaryIO, name: str) -> Iterator[tuple[int, bytes]]:
             raise ShardCorrupt(f"{name}: record {index} at byte {offset}: data CRC mismatch")
         yield offset, data
         index += 1
+
+
+def count_records(handle: BinaryIO, name: str) -> int:
+    """The number of records, from the framing alone (length CRCs and bounds; the data is skipped)."""
+    size, index = _size(handle), 0
+    while (found := _header(handle, name, index, size)) is not None:
+        handle.seek(found[0] + OVERHEAD + found[1])
+        index += 1
+    return index
 
 
 def index_text(offsets: list[tuple[int, int]]) -> str:

@@ -59,7 +59,7 @@ def test_json_schema_is_stable(good: Path) -> None:
     code, out = _run(str(good / "train-00000-4.tfrec"), "--json", "--verify", "--head", "1")
     assert code == 0
     data = json.loads(out)
-    assert set(data) == {"ok", "verified", "totals", "missing", "shards"}
+    assert set(data) == {"ok", "verified", "totals", "missing", "problems", "shards"}
     assert set(data["totals"]) == {"shards", "records", "bytes", "targets", "problems"}
     (shard,) = data["shards"]
     assert set(shard) == {
