@@ -2,7 +2,7 @@
 
 Pure of process concerns: it runs wherever an engine puts it (a local worker process, a Dask
 worker) and imports nothing from TensorFlow. The pixel stack (pydicom, OpenCV) is imported on
-first use, so a parent that only names :class:`Task` and :func:`process_chunk` never loads it.
+first use, so a parent that only names :class:`Task` and :func:`process_row` never loads it.
 """
 
 from __future__ import annotations
@@ -126,8 +126,3 @@ def process_row(row: Row, task: Task) -> Sample | Failure:
     except BaseException as exc:  # also a Rust decoder's panic, which is no Exception
         return Failure(row.line, row.image_id, row.path, Reason.PIXEL_ERROR, f"{type(exc).__name__}: {exc}")
     return Sample(row.line, row.image_id, row.target, payload)
-
-
-def process_chunk(rows: list[Row], task: Task) -> list[Sample | Failure]:
-    """Process a chunk of rows in order (one engine task)."""
-    return [process_row(row, task) for row in rows]

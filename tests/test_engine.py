@@ -85,3 +85,30 @@ def test_a_shell_limit_below_worker_memory_caps_workers_there_and_says_so_once(d
     assert len(read_shards(out)) == 8
     assert proc.stderr.count("above this shell's hard limit") == 1, proc.stderr
     assert "capped at 4096 MiB" in proc.stderr
+
+
+def test_a_hanging_row_costs_one_timeout_and_the_other_rows_go_on(tmp_path: Path, monkeypatch) -> None:
+    """Rows run in chunks of 8: the hang used to cost the chunk's whole deadline (8 x timeout) and then
+    a timeout more while its rows were re-run one by one, the other worker idle meanwhile."""
+    import json
+    import time
+
+    import numpy as np
+
+    from dcm2tfrec.faults import FAULTS_ENV
+    from dcm2tfrec.testing import anatomy, write_dicom
+
+    from .helpers import write_labels
+
+    rows = []
+    for i in range(32):
+        write_dicom(tmp_path / "img" / f"{i}.dcm", anatomy(32, 32, 0, 4000, np.uint16, i), bits_stored=12)
+        rows.append({"image_id": f"r{i:02d}", "path": f"{i}.dcm", "target": 0})
+    labels = write_labels(tmp_path / "labels.csv", rows)
+    monkeypatch.setenv(FAULTS_ENV, json.dumps({"r01": "hang", "r20": "kill"}))
+    config = ConvertConfig(labels, tmp_path / "img", tmp_path / "out", workers=2, chunk_size=8, timeout=4.0)
+    started = time.monotonic()
+    result = convert(config)
+    elapsed = time.monotonic() - started
+    assert {f.image_id: f.reason for f in result.failures} == {"r01": "timeout", "r20": "worker_crashed"}
+    assert result.records == 30 and elapsed < 12, elapsed  # one timeout (4 s), not 36 s

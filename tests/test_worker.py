@@ -15,7 +15,7 @@ from dcm2tfrec.errors import Failure
 from dcm2tfrec.labels import Row
 from dcm2tfrec.records import Sample, decode_record
 from dcm2tfrec.testing import anatomy, write_dicom
-from dcm2tfrec.worker import Task, process_chunk, process_row
+from dcm2tfrec.worker import Task, process_row
 
 
 def _task(root: Path) -> Task:
@@ -38,7 +38,7 @@ def test_file_problems_get_their_own_reasons(tmp_path: Path) -> None:
         Row(3, "folder", "folder.dcm", 0),
         Row(4, "long", "x" * 300 + ".dcm", 0),  # ENAMETOOLONG: an OSError that is not 'missing'
     ]
-    got = {r.image_id: r for r in process_chunk(rows, _task(tmp_path))}
+    got = {r.image_id: r for r in (process_row(row, _task(tmp_path)) for row in rows)}
     assert all(isinstance(r, Failure) for r in got.values())
     assert {k: r.reason for k, r in got.items()} == {  # type: ignore[union-attr]
         "gone": "file_missing",

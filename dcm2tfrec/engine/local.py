@@ -17,7 +17,9 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext, ForkServerProcess
@@ -28,7 +30,7 @@ from ..errors import Failure, Reason
 from ..labels import Row
 from ..policy import PRELOAD
 from ..records import Sample
-from ..worker import Task, process_chunk
+from ..worker import Task, process_row
 from . import Engine, Result
 
 log = logging.getLogger(__name__)
@@ -88,46 +90,60 @@ def memory_cap(mib: int) -> int:
 
 
 def _serve(conn: Connection, memory: int, fault_spec: str) -> None:
-    """A worker's life: set its limits once, then a chunk in, its results out, until the parent
-    closes the pipe or dies."""
+    """A worker's life: set its limits once, then rows in, one result out per row as soon as it is
+    done (so the parent knows which row is running), until the parent closes the pipe or dies."""
     import cv2  # preloaded by the fork server
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the parent decides when to stop
+        signal.signal(stop, signal.SIG_IGN)
     if memory:
         resource.setrlimit(resource.RLIMIT_AS, (memory, resource.getrlimit(resource.RLIMIT_AS)[1]))
     cv2.setNumThreads(1)  # one row per process: threads would only compete with the other workers
     faults.arm(fault_spec)
     with contextlib.suppress(EOFError, OSError):
         while True:
-            chunk, task = conn.recv()
-            conn.send(process_chunk(chunk, task))
+            rows, task = conn.recv()
+            for row in rows:
+                conn.send(process_row(row, task))
+
+
+@dataclass
+class _Item:
+    """Rows of one chunk, run in order by one worker; their results fill the chunk's slots from
+    ``start``. ``retry``: the row whose worker died, run again alone: a second death is its verdict."""
+
+    chunk: int
+    start: int
+    rows: list[Row]
+    retry: bool = False
 
 
 class _Worker:
-    """One worker process, the parent's end of its pipe, and the chunk it holds."""
+    """One worker process, the parent's end of its pipe, and the rows it holds."""
 
     def __init__(self, memory: int, fault_spec: str) -> None:
         self.conn, child = _CONTEXT.Pipe()
         self.process = _CONTEXT.Process(target=_serve, args=(child, memory, fault_spec), daemon=True)
         self.process.start()
         child.close()
-        self.chunk = -1
-        self.deadline = 0.0
+        self.item: _Item | None = None
+        self.done = 0  # rows of the item answered
+        self.deadline = 0.0  # when the row in progress overruns
+        self.fresh = True
 
-    def give(self, index: int, chunk: list[Row], task: Task, timeout: float) -> None:
-        self.chunk = index
-        self.deadline = time.monotonic() + timeout * len(chunk)
+    def give(self, item: _Item, task: Task, timeout: float) -> None:
+        self.item, self.done, self.fresh = item, 0, False
+        self.deadline = time.monotonic() + timeout
         with contextlib.suppress(OSError):  # the process died idle: found when its result is due
-            self.conn.send((chunk, task))
+            self.conn.send((item.rows, task))
 
-    def take(self) -> Result | None:
-        """The held chunk's result, or None when the process died (also in mid-message)."""
-        self.chunk = -1
-        try:
-            result: Result = self.conn.recv()
-        except (EOFError, OSError):
-            return None
-        return result
+    def answers(self) -> Iterator[Sample | Failure]:
+        """The results that have arrived; stops early when the process died (also in mid-message)."""
+        while self.item is not None and self.conn.poll():
+            try:
+                yield self.conn.recv()
+            except (EOFError, OSError):
+                return
 
     def stop(self) -> None:
         self.process.kill()
@@ -139,11 +155,14 @@ class LocalEngine(Engine):
     """``workers`` worker processes (0 = every core), also for one worker: a crash, a hang or the
     memory cap then costs only its row, and decoding never shares the caller's process.
 
-    Each worker holds one chunk at a time and gets the next as soon as it hands a result back;
-    results wait for their turn in plan order, at most ``4 * workers`` chunks ahead of it.
-    ``close`` kills the processes: they are idle, or their work is no longer wanted (Ctrl-C or a
-    write error in the caller). ``memory_mib`` caps each worker's address space (0 = no cap);
-    the test fault spec is read from the environment when the engine is made.
+    A worker holds a chunk of rows and answers row by row, so the parent knows which row is running:
+    a row that overruns ``timeout`` costs one timeout (its worker is killed, the chunk's other rows go
+    to another worker), and a row whose worker dies is run once more alone in a fresh process (dying
+    again is its verdict), while the other workers go on. Results wait for their turn in plan order,
+    at most ``4 * workers`` chunks ahead. ``close`` kills the processes: they are idle, or their
+    work is no longer wanted (Ctrl-C or a write error in the caller). ``memory_mib`` caps each
+    worker's address space (0 = no cap); the test fault spec is read from the environment when the
+    engine is made.
     """
 
     def __init__(self, workers: int = 0, memory_mib: int = 0) -> None:
@@ -166,67 +185,74 @@ class LocalEngine(Engine):
         return _Worker(self.memory, self.fault_spec)
 
     def results(self, task: Task, chunks: list[list[Row]], timeout: float) -> Iterator[Result]:
-        """Each chunk's results, in order. When a worker dies or a chunk overruns ``timeout`` seconds
-        per row, the worker is replaced and that chunk's rows are re-run one by one, each alone in a
-        fresh process, so only the guilty row is lost."""
         self.start()
-        ready: dict[int, Result] = {}
-        sent = 0
+        slots: dict[int, list[Sample | Failure | None]] = {}
+        queue: deque[_Item] = deque()
+        fed = 0
         for index in range(len(chunks)):
-            while index not in ready:
-                sent = self._give(task, chunks[: index + 4 * self.workers], sent, timeout)
-                self._collect(task, chunks, timeout, ready)
-            yield ready.pop(index)
+            while fed < min(len(chunks), index + 4 * self.workers):
+                slots[fed] = [None] * len(chunks[fed])
+                queue.append(_Item(fed, 0, chunks[fed]))
+                fed += 1
+            while any(result is None for result in slots[index]):
+                self._give(task, queue, timeout)
+                self._collect(queue, timeout, slots)
+            yield [result for result in slots.pop(index) if result is not None]
 
-    def _give(self, task: Task, chunks: list[list[Row]], sent: int, timeout: float) -> int:
-        """Start missing workers and give each idle one the next chunk; return how many were sent."""
+    def _give(self, task: Task, queue: deque[_Item], timeout: float) -> None:
+        """Start missing workers and give each idle one the next rows; a retry goes to a process
+        that has run nothing yet (an idle used one is replaced for it)."""
         while len(self._running) < self.workers:
             self._running.append(self._worker())
-        for worker in self._running:
-            if worker.chunk < 0 and sent < len(chunks):
-                worker.give(sent, chunks[sent], task, timeout)
-                sent += 1
-        return sent
+        for slot, worker in enumerate(self._running):
+            if worker.item is not None or not queue:
+                continue
+            if queue[0].retry and not worker.fresh:
+                worker.stop()
+                worker = self._running[slot] = self._worker()
+            worker.give(queue.popleft(), task, timeout)
 
-    def _collect(self, task: Task, chunks: list[list[Row]], timeout: float, ready: dict[int, Result]) -> None:
-        """Wait until a busy worker answers, dies or overruns; file what it held under ``ready``."""
-        busy = [w for w in self._running if w.chunk >= 0]
+    def _collect(
+        self, queue: deque[_Item], timeout: float, slots: dict[int, list[Sample | Failure | None]]
+    ) -> None:
+        """Wait until a busy worker answers, dies or overruns; file its answers, and settle a death
+        or an overrun: the row in progress is its verdict or its retry, the item's rest is queued."""
+        busy = [w for w in self._running if w.item is not None]
         first = min(w.deadline for w in busy)
         wait([w.conn for w in busy] + [w.process.sentinel for w in busy], max(0.0, first - time.monotonic()))
         for worker in busy:
-            index = worker.chunk
-            if worker.conn.poll():
-                result = worker.take()
-            elif worker.process.is_alive() and time.monotonic() < worker.deadline:
+            item = worker.item
+            assert item is not None
+            for result in worker.answers():
+                slots[item.chunk][item.start + worker.done] = result
+                worker.done += 1
+                worker.deadline = time.monotonic() + timeout
+                if worker.done == len(item.rows):
+                    worker.item = None
+            if worker.item is None or (worker.process.is_alive() and time.monotonic() < worker.deadline):
                 continue
+            self._running.remove(worker)
+            died = not worker.process.is_alive()
+            worker.stop()
+            row, position = item.rows[worker.done], item.start + worker.done
+            rest = item.rows[worker.done + 1 :]
+            if rest:
+                queue.appendleft(_Item(item.chunk, position + 1, rest))
+            if died and not item.retry:
+                log.warning("line %d (%s): its worker died; running it again alone", row.line, row.image_id)
+                queue.appendleft(_Item(item.chunk, position, [row], retry=True))
+            elif died:
+                code = worker.process.exitcode or 0
+                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                message = f"the worker process died ({how}), also when the row ran alone"
+                slots[item.chunk][position] = Failure(
+                    row.line, row.image_id, row.path, Reason.WORKER_CRASHED, message
+                )
             else:
-                result = None
-            if result is None:
-                self._running.remove(worker)
-                worker.stop()
-                log.warning("chunk %d lost its worker or overran; re-running its rows alone", index)
-                result = [self.run_isolated(row, task, timeout) for row in chunks[index]]
-            ready[index] = result
-
-    def run_isolated(self, row: Row, task: Task, timeout: float) -> Sample | Failure:
-        """Run one row in a fresh worker; a crash or a hang becomes that row's Failure."""
-        self.start()
-        worker = self._worker()
-        worker.give(0, [row], task, timeout)
-        timed_out = not wait([worker.conn, worker.process.sentinel], timeout)
-        result = None if timed_out else worker.take()
-        worker.stop()
-        if result is not None:
-            return result[0]
-        if timed_out:
-            return Failure(
-                row.line, row.image_id, row.path, Reason.TIMEOUT, f"no result within --timeout {timeout:g} s"
-            )
-        code = worker.process.exitcode or 0
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        return Failure(
-            row.line, row.image_id, row.path, Reason.WORKER_CRASHED, f"the worker process died ({how})"
-        )
+                message = f"no result within --timeout {timeout:g} s"
+                slots[item.chunk][position] = Failure(
+                    row.line, row.image_id, row.path, Reason.TIMEOUT, message
+                )
 
     def close(self) -> None:
         """Kill the worker processes (they are idle or their work is no longer wanted)."""
