@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import click
 
 from . import __version__
 from .config import Columns, ConvertConfig
-from .errors import Dcm2TfrecError, ExitCode
+from .errors import Dcm2TfrecError, ExitCode, Stop, stop_signal
 from .options import CONVERT, INSPECT, SCAN
 
 if TYPE_CHECKING:
@@ -44,21 +45,28 @@ class _Warnings(logging.Handler):
         tqdm.write(f"warning: {record.getMessage()}", file=sys.stderr)
 
 
+def _raise_stop(signum: int, frame: object) -> None:
+    raise Stop(signum)
+
+
 @contextlib.contextmanager
 def library_errors() -> Iterator[None]:
-    """Show the library's warnings and map its errors (and Ctrl-C) to their exit codes: the one
-    place that does it."""
+    """Show the library's warnings, stop on SIGTERM and SIGHUP as on Ctrl-C, and map the library's
+    errors (and the stops) to their exit codes: the one place that does it."""
     logger = logging.getLogger("dcm2tfrec")
     handler, propagate = _Warnings(logging.WARNING), logger.propagate
     logger.addHandler(handler)
     logger.propagate = False
+    previous = {signum: signal.signal(signum, _raise_stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     except Dcm2TfrecError as exc:
         raise Failed(str(exc), exc.exit_code) from None
-    except KeyboardInterrupt:
-        raise Failed("interrupted", ExitCode.INTERRUPTED) from None
+    except KeyboardInterrupt as exc:
+        raise Failed("interrupted", 128 + stop_signal(exc)) from None
     finally:
+        for signum, action in previous.items():
+            signal.signal(signum, action)
         logger.removeHandler(handler)
         logger.propagate = propagate
 
@@ -138,7 +146,8 @@ def convert(**opts: Any) -> None:
     \b
     Exit codes: 0 all rows converted; 3 finished, some rows rejected (see errors.csv);
     2 usage, option or CSV error (nothing written); 1 write failure (e.g. disk full) or
-    unexpected error; 130 interrupted. After 1 or 130, --resume goes on where it stopped.
+    unexpected error; 130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP. After 1 or a stop,
+    --resume goes on where it stopped.
     """
     quiet = opts.pop("quiet")
     with library_errors(), _progress_bar(quiet) as update:

@@ -15,7 +15,7 @@ from . import journal as journals
 from . import manifest as manifests
 from .config import ConvertConfig
 from .engine import Engine, Result
-from .errors import ConfigError, ExitCode, Failure, Interrupted, OutputError
+from .errors import ConfigError, ExitCode, Failure, Interrupted, OutputError, stop_signal
 from .faults import fault_point
 from .journal import JOURNAL_NAME, Journal, Step
 from .labels import Labels, read_labels
@@ -145,11 +145,12 @@ class _Run:
                     )
                     writer.close()
                     journal.append(tally.step(writer.published[-1] if tally.targets else None))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             _stop(writer, journal)
             raise Interrupted(
                 f"interrupted: {len(journal.shards)} complete shard(s) kept in {store.location}; "
-                "run the same command with --resume to go on"
+                "run the same command with --resume to go on",
+                stop_signal(exc),
             ) from None
         except OutputError as exc:
             _stop(writer, journal)

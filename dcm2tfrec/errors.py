@@ -19,7 +19,9 @@ class ExitCode(IntEnum):
     UNEXPECTED = 1
     USAGE = 2
     REJECTED = 3
-    INTERRUPTED = 130
+    HANGUP = 129  # SIGHUP: 128 + its number, as shells report a signal
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM (docker stop, systemd, SLURM)
 
 
 class Reason(str, Enum):
@@ -189,10 +191,29 @@ class OutputError(Dcm2TfrecError):
     """Writing the output failed (disk full, permissions); the message names the path."""
 
 
-class Interrupted(Dcm2TfrecError):
-    """The run was interrupted (Ctrl-C); finished shards are kept, no partial shard is."""
+class Stop(KeyboardInterrupt):
+    """SIGTERM or SIGHUP turned into what Ctrl-C raises, so that every stop takes the same clean
+    path; ``signum`` says which."""
 
-    exit_code = ExitCode.INTERRUPTED
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+class Interrupted(Dcm2TfrecError):
+    """The run was stopped (Ctrl-C, SIGTERM, SIGHUP); finished shards are kept, no partial shard is.
+    The exit code is 128 + the signal's number."""
+
+    exit_code: int = ExitCode.INTERRUPTED
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def stop_signal(exc: KeyboardInterrupt) -> int:
+    """The signal behind a KeyboardInterrupt (SIGINT unless a :class:`Stop` says otherwise)."""
+    return exc.signum if isinstance(exc, Stop) else 2
 
 
 class RowError(Dcm2TfrecError):

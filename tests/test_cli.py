@@ -152,7 +152,10 @@ def test_ctrl_c_while_the_workers_start_is_quiet_and_leaves_nothing(demo, tmp_pa
     assert _group(proc.pid) == []
 
 
-def test_sigint_exits_130_keeping_only_complete_shards_then_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)
+def test_a_stop_signal_keeps_only_complete_shards_then_resumes(tmp_path: Path, stop: int, code: int) -> None:
     from dcm2tfrec.testing import write_dicom
 
     images = tmp_path / "images"
@@ -175,15 +178,15 @@ def test_sigint_exits_130_keeping_only_complete_shards_then_resumes(tmp_path: Pa
     deadline = time.time() + 60
     while time.time() < deadline and not (out.exists() and any(out.glob("*.tfrec"))):
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the parent and every worker
+    os.killpg(proc.pid, stop)  # as Ctrl-C, systemd or SLURM do: the parent and every worker
     started = time.time()
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert time.time() - started < 5
     assert "interrupted" in err
     assert "Traceback" not in err
     names = set(os.listdir(out)) - {JOURNAL_NAME}
-    assert names and all(n.endswith(".tfrec") and not n.startswith(".") for n in names)
+    assert names and all(n.endswith(".tfrec") and not n.startswith(".") for n in names)  # no lock either
     for shard in out.glob("*.tfrec"):
         assert shard.name.endswith("-20.tfrec")
     resumed = subprocess.run(

@@ -34,6 +34,8 @@ from ..worker import Task, process_row
 from . import Engine, Result
 
 log = logging.getLogger(__name__)
+#: The signals that stop a run: the caller handles them, its worker processes ignore them.
+_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _Process(ForkServerProcess):
@@ -66,19 +68,22 @@ _CONTEXT = _Context()
 
 def start_server() -> None:
     """Start the fork server with :data:`policy.PRELOAD`, if it is not running, so that its imports
-    overlap the caller's own work. It starts with Ctrl-C ignored (when called from the main thread): a
-    Ctrl-C during its imports then prints no traceback from it, and the workers leave Ctrl-C to the
-    caller."""
+    overlap the caller's own work. It starts with Ctrl-C, SIGTERM and SIGHUP ignored (when called
+    from the main thread): a stop during its imports then prints no traceback from it, and the server
+    and the workers leave stopping to the caller (they exit when it goes)."""
     _CONTEXT.set_forkserver_preload(list(PRELOAD))
-    handler = signal.getsignal(signal.SIGINT)
-    if handler is None or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         forkserver.ensure_running()
         return
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    handlers = {signum: signal.getsignal(signum) for signum in _STOPS}
+    handlers = {signum: handler for signum, handler in handlers.items() if handler is not None}
+    for signum in handlers:
+        signal.signal(signum, signal.SIG_IGN)
     try:
         forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, handler)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def memory_cap(mib: int) -> int:
@@ -94,8 +99,8 @@ def _serve(conn: Connection, memory: int, fault_spec: str) -> None:
     done (so the parent knows which row is running), until the parent closes the pipe or dies."""
     import cv2  # preloaded by the fork server
 
-    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the parent decides when to stop
-        signal.signal(stop, signal.SIG_IGN)
+    for signum in _STOPS:  # the parent decides when to stop
+        signal.signal(signum, signal.SIG_IGN)
     if memory:
         resource.setrlimit(resource.RLIMIT_AS, (memory, resource.getrlimit(resource.RLIMIT_AS)[1]))
     cv2.setNumThreads(1)  # one row per process: threads would only compete with the other workers
