@@ -4,7 +4,8 @@ Pure and seeded. Rows sharing a group (``--group-col``, e.g. a patient) always l
 rows without a group column are their own group. Groups are placed largest first (ties in a
 seeded random order) into the part whose per-class counts fall furthest short of their goal
 (the part's fraction of each class, or of all rows without ``stratify``), measured relative to
-that goal, so small parts such as a 10% test split are filled as carefully as large ones.
+that goal, so small parts such as a 10% test split are filled as carefully as large ones. No part
+is left empty when there are at least as many groups as parts.
 """
 
 from __future__ import annotations
@@ -48,12 +49,16 @@ def assign(
     order = np.random.default_rng(seed).permutation(len(keys))
     ranked = sorted((keys[i] for i in order), key=lambda k: -len(groups[k]))
     placed: dict[str, int] = {}
-    for key in ranked:
+    empty = set(range(len(parts)))
+    for left, key in zip(range(len(ranked), 0, -1), ranked, strict=True):
         before = ((filled - goal) ** 2 * weight).sum(axis=1)
-        after = ((filled + counts[key] - goal) ** 2 * weight).sum(axis=1)
-        part = int(np.argmin(after - before))
+        cost = ((filled + counts[key] - goal) ** 2 * weight).sum(axis=1) - before
+        if left <= len(empty):  # as many groups left as empty parts: each of those gets one
+            cost[[p for p in range(len(parts)) if p not in empty]] = np.inf
+        part = int(np.argmin(cost))
         filled[part] += counts[key]
         placed[key] = part
+        empty.discard(part)
     result: dict[str, list[Row]] = {name: [] for name, _ in parts}
     for row in rows:
         result[parts[placed[_group_key(row)]][0]].append(row)

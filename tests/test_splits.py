@@ -14,7 +14,7 @@ from dcm2tfrec.convert import convert
 from dcm2tfrec.errors import ConfigError
 from dcm2tfrec.labels import Row
 from dcm2tfrec.reader import make_dataset
-from dcm2tfrec.splits import assign, describe
+from dcm2tfrec.splits import assign, describe, fold_names
 from dcm2tfrec.testing import make_patients
 
 from .helpers import rows_by_id
@@ -144,3 +144,26 @@ def test_options_that_need_each_other_are_refused(patients: Path, tmp_path: Path
         with pytest.raises(ConfigError, match=needle):
             convert(_config(patients, tmp_path / "out", **kw))
         assert not (tmp_path / "out").exists()
+
+
+def test_no_fold_is_empty_when_there_are_as_many_groups_as_folds() -> None:
+    """Small, unbalanced data (3 classes, groups of 1-4 rows): the greedy placement used to leave a
+    fold empty in about one case in five."""
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        folds = int(rng.integers(2, 6))
+        groups = int(rng.integers(folds, folds + 4))
+        rows = [
+            Row(
+                i + 2,
+                f"r{i}",
+                f"{i}.dcm",
+                int(rng.integers(0, 3)),
+                group=f"p{i if i < groups else rng.integers(0, groups)}",
+            )
+            for i in range(int(rng.integers(groups, groups * 4)))
+        ]
+        parts = [(name, 1 / folds) for name in fold_names(folds)]
+        assigned = assign(rows, parts, stratify=True, seed=int(rng.integers(0, 100)))
+        assert all(assigned.values()), {k: len(v) for k, v in assigned.items()}
+        assert describe(assigned, "group", True)["groups_disjoint"]
