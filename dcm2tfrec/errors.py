@@ -191,6 +191,11 @@ class OutputError(Dcm2TfrecError):
     """Writing the output failed (disk full, permissions); the message names the path."""
 
 
+class EngineError(Dcm2TfrecError):
+    """The engine could not start or keep its workers (no temporary directory for the fork
+    server, no processes left); the message says why."""
+
+
 class Stop(KeyboardInterrupt):
     """SIGTERM or SIGHUP turned into what Ctrl-C raises, so that every stop takes the same clean
     path; ``signum`` says which."""

@@ -99,3 +99,42 @@ def test_the_cli_names_what_it_kept(demo, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, convert_args(labels, images, out, "--overwrite", "--size", "16", "-q"))
     assert result.exit_code == 3, result.output
     assert "train-00042-1.tfrec" in result.output and (out / "train-00042-1.tfrec").read_bytes() == MINE
+
+
+def test_an_out_that_cannot_be_created_is_a_clear_usage_error(demo, tmp_path: Path) -> None:
+    labels, images = demo
+    result = CliRunner().invoke(cli, convert_args(labels, images, Path("/proc/self/dcm2tfrec-out"), "-q"))
+    assert result.exit_code == 2 and "cannot create --out /proc/self/dcm2tfrec-out" in result.output
+    (tmp_path / "file").write_text("mine")
+    result = CliRunner().invoke(cli, convert_args(labels, images, tmp_path / "file", "-q"))
+    assert result.exit_code == 2 and "exists and is not a folder" in result.output
+
+
+_FULL = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # a full disk for every file, temporary ones too
+from dcm2tfrec.cli import main
+sys.argv = ["dcm2tfrec", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_full_disk_is_a_clear_error_from_the_first_byte(demo, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    labels, images = demo
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".dcm2tfrec.lock").symlink_to("/dev/full")  # the lock's first byte: ENOSPC
+    result = CliRunner().invoke(cli, convert_args(labels, images, out, "-q"))
+    assert result.exit_code == 1 and "cannot write the lock" in result.output, result.output
+    assert "No space left on device" in result.output and list(out.iterdir()) == []
+    proc = subprocess.run(
+        [sys.executable, "-c", _FULL, *convert_args(labels, images, tmp_path / "out2", "-q")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "cannot start the worker processes" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

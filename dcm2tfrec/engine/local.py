@@ -26,7 +26,7 @@ from multiprocessing.context import ForkServerContext, ForkServerProcess
 from types import ModuleType
 
 from .. import faults
-from ..errors import Failure, Reason
+from ..errors import EngineError, Failure, Reason
 from ..labels import Row
 from ..policy import PRELOAD
 from ..records import Sample
@@ -184,10 +184,16 @@ class LocalEngine(Engine):
         self._running: list[_Worker] = []
 
     def start(self) -> None:
-        start_server()
+        try:
+            start_server()
+        except OSError as exc:
+            raise EngineError(f"cannot start the worker processes' server: {exc.strerror or exc}") from None
 
     def _worker(self) -> _Worker:
-        return _Worker(self.memory, self.fault_spec)
+        try:
+            return _Worker(self.memory, self.fault_spec)
+        except OSError as exc:
+            raise EngineError(f"cannot start a worker process: {exc.strerror or exc}") from None
 
     def results(self, task: Task, chunks: list[list[Row]], timeout: float) -> Iterator[Result]:
         self.start()

@@ -179,8 +179,9 @@ class PosixStore(Store):
         fd = self._open_lock(path)
         try:
             try:
-                os.ftruncate(fd, 0)
-                os.write(fd, str(os.getpid()).encode())
+                pid = str(os.getpid()).encode()
+                os.pwrite(fd, pid, 0)
+                os.ftruncate(fd, len(pid))
             except OSError as exc:
                 raise OutputError(f"cannot write the lock {path}: {exc.strerror or exc}") from None
             yield
