@@ -154,8 +154,11 @@ def check_header(ds: Dataset, max_pixels: int) -> tuple[int, int, int]:
         frames = int(ds.get("NumberOfFrames") or 1)
         bits, samples = int(ds.get("BitsAllocated") or 0), int(ds.get("SamplesPerPixel") or 1)
         stored = int(ds.get("BitsStored") or bits)
+        representation = int(ds.get("PixelRepresentation") or 0)
     except (TypeError, ValueError) as exc:
         raise DicomError(Reason.BAD_HEADER, f"unreadable image attributes: {exc}") from None
+    if representation not in (0, 1):
+        raise DicomError(Reason.BAD_HEADER, f"PixelRepresentation={representation} is neither 0 nor 1")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if rows < 1 or cols < 1:
         raise DicomError(Reason.BAD_HEADER, f"Rows={rows}, Columns={cols}: the image has no size")

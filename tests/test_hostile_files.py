@@ -120,6 +120,14 @@ def test_a_non_finite_or_zero_rescale_is_a_bad_header(tmp_path: Path, rescale: t
     assert _reason(path).startswith("bad_header")
 
 
+def test_a_pixel_representation_other_than_0_or_1_is_a_bad_header(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "a.dcm", anatomy(8, 8, 0, 200, np.uint8))
+    ds = pydicom.dcmread(path)
+    ds.PixelRepresentation = 7
+    ds.save_as(path)
+    assert _reason(path).startswith("bad_header PixelRepresentation=7")
+
+
 def test_float_pixel_data_is_unsupported_not_missing(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "float.dcm", anatomy(8, 8, 0, 200, np.uint8))
     ds = pydicom.dcmread(path)
