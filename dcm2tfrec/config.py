@@ -112,7 +112,7 @@ class Columns:
 
 
 #: ConvertConfig fields that do not shape the output bytes (left out of the manifest and fingerprint).
-RUN_ONLY = ("workers", "overwrite", "resume", "chunk_size", "timeout", "worker_memory")
+RUN_ONLY = ("workers", "overwrite", "resume", "chunk_size", "timeout", "worker_memory", "storage_options")
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,13 @@ class ConvertConfig:
     stratify: bool = False
     #: DICOM header keywords stored as features (e.g. ViewPosition, InstanceNumber).
     dicom_tags: tuple[str, ...] = ()
+    #: fsspec options for URL paths, beyond each filesystem's own environment (``KEY=VALUE`` pairs).
+    storage_options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def storage(self) -> dict[str, Any]:
+        """The storage options as fsspec takes them (``true``/``false``/numbers parsed as JSON)."""
+        return {key: _option_value(value) for key, value in self.storage_options}
 
     @classmethod
     def from_options(cls, **options: Any) -> ConvertConfig:
@@ -172,6 +179,8 @@ class ConvertConfig:
             options["split"] = parse_split(options["split"])
         if "dicom_tags" in options:
             options["dicom_tags"] = tuple(options["dicom_tags"])
+        if "storage_options" in options:
+            options["storage_options"] = tuple(parse_storage_option(o) for o in options["storage_options"])
         unknown = sorted(set(options) - (_field_names(cls) - {"columns", "image"}))
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)}")
@@ -209,7 +218,7 @@ class ConvertConfig:
         """The options that define the output, as JSON-ready data (for the manifest)."""
         data = dataclasses.asdict(self)
         for key in ("labels", "images", "out"):
-            data[key] = str(Path(data[key]).resolve())
+            data[key] = data[key] if "://" in data[key] else str(Path(data[key]).resolve())
         data["image"]["window"] = str(self.image.window)
         for key in RUN_ONLY:
             data.pop(key)
@@ -227,6 +236,23 @@ def default(cls: type, name: str) -> Any:
     if spec.default_factory is not dataclasses.MISSING:
         return spec.default_factory()
     return spec.default
+
+
+def _option_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_storage_option(option: str | tuple[str, str]) -> tuple[str, str]:
+    """``KEY=VALUE`` (or a pair) as a storage option; ConfigError without a key."""
+    if isinstance(option, tuple):
+        return option
+    key, sep, value = option.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--storage-option {option!r}: expected KEY=VALUE, e.g. endpoint_url=http://...")
+    return key.strip(), value
 
 
 def parse_size(text: str) -> tuple[int, int]:

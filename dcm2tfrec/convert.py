@@ -17,6 +17,7 @@ from .config import ConvertConfig
 from .engine import Engine, Result
 from .errors import ConfigError, ExitCode, Failure, Interrupted, OutputError, stop_signal
 from .faults import fault_point
+from .inputs import is_folder
 from .journal import JOURNAL_NAME, Journal, Step
 from .labels import Labels, read_labels
 from .plan import chunk_size, chunks, order, segments
@@ -56,10 +57,15 @@ class ConvertResult:
 
 def _task(config: ConvertConfig, labels: Labels) -> Task:
     """What every row shares; ConfigError for an unusable images root or DICOM tag list."""
-    if is_url(config.images) or not Path(config.images).is_dir():
+    try:
+        folder = is_folder(config.images, config.storage_options)
+    except OSError as exc:
+        raise ConfigError(f"images folder {config.images}: {exc}") from None
+    if not folder:
         raise ConfigError(f"images folder {config.images} does not exist or is not a folder")
     return Task(
-        image_root=Path(config.images).resolve(),
+        image_root=config.images if is_url(config.images) else str(Path(config.images).resolve()),
+        storage=config.storage_options,
         spec=config.image,
         allow_outside_root=config.allow_outside_root,
         extra=tuple(labels.extra_kinds.items()),
@@ -78,9 +84,9 @@ def convert(
     Raises ConfigError (before anything is written), OutputError, or Interrupted. After an
     OutputError or Interrupted the same call with ``resume=True`` goes on where it stopped.
     """
-    labels = read_labels(config.labels, config.columns)
+    labels = read_labels(config.labels, config.columns, config.storage_options)
     task = _task(config, labels)
-    store = open_store(config.out)
+    store = open_store(config.out, config.storage)
     with contextlib.ExitStack() as stack:
         stack.enter_context(store.lock(LOCK_NAME))  # first: a folder in use is refused as such
         check_output(store, config.overwrite, config.resume)

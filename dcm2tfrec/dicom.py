@@ -10,7 +10,6 @@ import io
 import itertools
 import logging
 import math
-import os
 import struct
 import warnings
 from dataclasses import dataclass
@@ -83,26 +82,6 @@ class DicomImage:
     pixels: np.ndarray
     header: Dataset
     transfer_syntax: str
-
-
-def resolve_path(image_root: Path, rel: str, allow_outside_root: bool) -> Path:
-    """Resolve a CSV path under ``image_root``; raise DicomError if it escapes or is missing."""
-    if "\0" in rel:
-        raise DicomError(
-            Reason.FILE_MISSING, f"{rel!r} contains a NUL character, which no file name can hold"
-        )
-    candidate = Path(rel)
-    full = candidate if candidate.is_absolute() else image_root / candidate
-    if not allow_outside_root:
-        real, root = os.path.realpath(full), os.path.realpath(image_root)
-        if os.path.commonpath([real, root]) != root:
-            raise DicomError(Reason.OUTSIDE_ROOT, f"{rel!r} resolves to {real}, outside {root}")
-    if not full.exists():
-        detail = "dangling symlink or symlink loop" if full.is_symlink() else "no such file"
-        raise DicomError(Reason.FILE_MISSING, f"{full}: {detail}")
-    if not full.is_file():
-        raise DicomError(Reason.NOT_A_FILE, f"{full} is not a regular file")
-    return full
 
 
 def _not_dicom(path: Path) -> DicomError:

@@ -83,7 +83,7 @@ class Journal:
         header = {"format": JOURNAL_FORMAT, "fingerprint": fingerprint}
         text = "".join(_line(d) for d in [header, *(s.to_json() for s in self.steps)])
         try:
-            store.write_text(JOURNAL_NAME, text)
+            store.write_log(JOURNAL_NAME, text)
             self._appender: Appender | None = store.appender(JOURNAL_NAME)
         except OSError as exc:
             raise OutputError(f"writing {store.path(JOURNAL_NAME)} failed: {exc.strerror or exc}") from exc
@@ -113,7 +113,7 @@ class Journal:
     def finish(self) -> None:
         """The run is complete (manifest written): remove the journal."""
         self.close()
-        self.store.delete(JOURNAL_NAME)
+        self.store.delete_log(JOURNAL_NAME)
 
 
 def read_journal(store: Store) -> tuple[dict[str, Any], list[Step]] | None:
@@ -121,7 +121,7 @@ def read_journal(store: Store) -> tuple[dict[str, Any], list[Step]] | None:
     if not store.is_file(JOURNAL_NAME):
         return None
     where = store.path(JOURNAL_NAME)
-    lines = store.read_text(JOURNAL_NAME).splitlines(keepends=True)
+    lines = store.read_log(JOURNAL_NAME).splitlines(keepends=True)
     try:
         header = json.loads(lines[0])
         if header.get("format") != JOURNAL_FORMAT:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 import string
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from .config import Columns
 from .errors import ConfigError, Failure, Reason
+from .inputs import Options, read_bytes
 from .records import RESERVED_FEATURES, FeatureKind, FeatureValue
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -144,10 +146,11 @@ def template_fields(template: str) -> list[str]:
     return [name for name, _, _ in parts]
 
 
-def read_records(path: str) -> CsvTable:
-    """Read the CSV once (a pipe such as ``<(cat labels.csv)`` works too) and parse it strictly."""
+def read_records(path: str | os.PathLike[str], options: Options = ()) -> CsvTable:
+    """Read the CSV once, from a path (a pipe such as ``<(cat labels.csv)`` works too) or a URL, and
+    parse it strictly."""
     try:
-        data = Path(path).read_bytes()
+        data = read_bytes(path, options)
     except OSError as exc:
         raise ConfigError(f"cannot read labels CSV {path}: {exc.strerror or exc}") from None
     try:
@@ -262,14 +265,14 @@ class _RowParser:
         return Row(line, image_id, rel, target, group, tuple(extras), mask)
 
 
-def read_labels(path: str, columns: Columns) -> Labels:
+def read_labels(path: str | os.PathLike[str], columns: Columns, options: Options = ()) -> Labels:
     """Read and validate the labels CSV.
 
     Structural problems (unreadable file, ragged rows, bad quoting, missing columns, a bad class
     map) raise ConfigError; row problems (bad target, empty id, path or group, duplicate id)
     become Failures.
     """
-    table = read_records(path)
+    table = read_records(path, options)
     header, body = table.header, table.records
     needed, path_fields = _needed_columns(columns)
     missing = [c for c in dict.fromkeys(needed) if c not in header]

@@ -59,7 +59,8 @@ Progress = Callable[[int, int], None]
 
 def read_header(root: Path, rel: str) -> dict[str, str]:
     """The table row of one file: its header values, or ``error`` / ``message`` when unreadable."""
-    from .dicom import read_dataset, resolve_path, tag_text
+    from .dicom import read_dataset, tag_text
+    from .inputs import resolve_path
 
     row = dict.fromkeys(HEADER_COLUMNS, "")
     row["path"] = rel

@@ -7,14 +7,15 @@ first use, so a parent that only names :class:`Task` and :func:`process_row` nev
 
 from __future__ import annotations
 
+import os
 import resource
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import ImageSpec
 from .errors import Failure, MaskError, Reason, RowError, os_error_reason
 from .faults import inject_row_fault
+from .inputs import local_file
 from .labels import Row
 from .records import MASK, FeatureKind, Features, FeatureValue, Sample, make_record
 
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 class Task:
     """What every row of a run shares: the image root, the pixel spec and the optional features."""
 
-    image_root: Path
+    #: The images root: a resolved local path, or a URL (with ``storage``, its fsspec options).
+    image_root: str
     spec: ImageSpec
     allow_outside_root: bool = False
     #: Extra CSV columns (values in each Row) and DICOM keywords stored as features, with kinds.
@@ -37,6 +39,10 @@ class Task:
     tags: tuple[tuple[str, FeatureKind], ...] = ()
     #: Whether rows carry a mask (``--mask-col``); every record then has a ``mask`` feature.
     masks: bool = False
+    storage: tuple[tuple[str, object], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_root", os.fspath(self.image_root))  # a Path is fine too
 
 
 def render(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
@@ -56,7 +62,6 @@ def render(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
 
 
 def _mask_png(row: Row, task: Task, dicom: DicomImage) -> bytes:
-    from .dicom import resolve_path
     from .image import encode_png
     from .masks import empty_mask, fit_mask, read_mask
 
@@ -64,7 +69,8 @@ def _mask_png(row: Row, task: Task, dicom: DicomImage) -> bytes:
     if not row.mask:
         return encode_png(empty_mask(spec), spec.png_level)
     try:
-        mask = read_mask(resolve_path(task.image_root, row.mask, task.allow_outside_root))
+        with local_file(task.image_root, row.mask, task.allow_outside_root, task.storage) as path:
+            mask = read_mask(path)
     except (RowError, OSError) as exc:
         raise MaskError(f"mask {row.mask}: {exc}") from None
     rows, cols = int(dicom.header.Rows), int(dicom.header.Columns)
@@ -96,14 +102,14 @@ def _memory_note() -> str:
 
 def process_row(row: Row, task: Task) -> Sample | Failure:
     """Read, decode, transform, resize and encode one row's image into a record."""
-    from .dicom import read_dicom, resolve_path
+    from .dicom import read_dicom
     from .image import encode_png
 
     spec = task.spec
     try:
         inject_row_fault(row.image_id)
-        path = resolve_path(task.image_root, row.path, task.allow_outside_root)
-        dicom = read_dicom(path, spec)
+        with local_file(task.image_root, row.path, task.allow_outside_root, task.storage) as path:
+            dicom = read_dicom(path, spec)
         out = render(dicom.pixels, dicom.header, spec)
         png = encode_png(out, spec.png_level)
         features = _features(row, task, dicom)

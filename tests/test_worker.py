@@ -82,4 +82,4 @@ def test_a_file_without_read_permission_is_unreadable_not_truncated(tmp_path: Pa
 
 def test_the_task_carries_no_process_concerns() -> None:
     fields = {f.name for f in dataclasses.fields(Task)}
-    assert fields == {"image_root", "spec", "allow_outside_root", "extra", "tags", "masks"}
+    assert fields == {"image_root", "spec", "allow_outside_root", "extra", "tags", "masks", "storage"}

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import ConfigError
 
@@ -136,7 +136,19 @@ class Store(ABC):
 
     @abstractmethod
     def appender(self, name: str) -> Appender:
-        """Durable appends to ``name`` (which must exist)."""
+        """Durable appends to the log ``name`` (which must exist, written whole first)."""
+
+    def write_log(self, name: str, text: str) -> None:
+        """Start the log ``name`` anew with ``text`` (atomically, or so that a crash leaves a prefix)."""
+        self.write_text(name, text)
+
+    def read_log(self, name: str) -> str:
+        """A log's text: what was written whole, then every append, in order."""
+        return self.read_text(name)
+
+    def delete_log(self, name: str) -> None:
+        """Remove a log and its appends."""
+        self.delete(name)
 
     @abstractmethod
     def delete(self, name: str) -> None:
@@ -149,10 +161,48 @@ class Store(ABC):
         A holder that dies releases it."""
 
 
-def open_store(location: str) -> Store:
-    """The store for an output location (a local folder)."""
-    if is_url(location):
-        raise ConfigError(f"{location}: URLs (object stores) are not supported yet; give a local folder")
-    from .posix import PosixStore
+#: The extra that installs each protocol's filesystem package.
+EXTRAS = {
+    "s3": "s3",
+    "s3a": "s3",
+    "gs": "gcs",
+    "gcs": "gcs",
+    "az": "azure",
+    "abfs": "azure",
+    "abfss": "azure",
+}
 
-    return PosixStore(location)
+
+def protocol(location: str) -> str:
+    """A URL's protocol (``s3``, ``gs`` ...); ``file`` for a local path."""
+    return location.split("://", 1)[0].lower() if is_url(location) else "file"
+
+
+def filesystem(location: str, options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The fsspec filesystem of a URL and the path inside it; ConfigError naming the extra to install
+    when its package is missing, or for an unknown protocol."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(location, **(options or {}))
+    except ImportError:
+        extra = EXTRAS.get(protocol(location))
+        hint = f"pip install 'dcm2tfrec[{extra}]'" if extra else "install its fsspec filesystem package"
+        raise ConfigError(
+            f"{location}: the {protocol(location)}:// filesystem is not installed; {hint}"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"{location}: {exc}") from None
+    return fs, str(path).rstrip("/")
+
+
+def open_store(location: str, options: dict[str, Any] | None = None) -> Store:
+    """The store for an output location: a local folder (a path or ``file://``), or any fsspec URL
+    (``s3://``, ``gs://``, ``memory://`` ...) with its storage options."""
+    if protocol(location) == "file":
+        from .posix import PosixStore
+
+        return PosixStore(location.removeprefix("file://") if is_url(location) else location)
+    from .fsspec import FsspecStore
+
+    return FsspecStore(location, options)

@@ -70,7 +70,7 @@ def _from_journal(store: Store, names: set[str]) -> tuple[set[str], set[str]]:
     try:
         found = read_journal(store)
     except OutputError:  # damaged: the journal itself is ours when its header says so
-        head = store.read_text(JOURNAL_NAME).split("\n", 1)[0]
+        head = store.read_log(JOURNAL_NAME).split("\n", 1)[0]
         return ({JOURNAL_NAME} if JOURNAL_FORMAT in head else set()), set()
     if found is None:
         return set(), set()
@@ -78,6 +78,7 @@ def _from_journal(store: Store, names: set[str]) -> tuple[set[str], set[str]]:
     prefixes = _prefixes(fingerprint.get("config") or {})
     journaled = [s.shard.to_json() for s in steps if s.shard]
     ours = {JOURNAL_NAME, *(n for n in (ERRORS_NAME, MANIFEST_NAME) if n in names)}
+    ours |= {n for n in names if n.startswith(f"{JOURNAL_NAME}.") and n[len(JOURNAL_NAME) + 1 :].isdigit()}
     ours |= _listed(store, names, journaled)
     done = {p: sum(1 for s in journaled if shard_prefix(s["file"]) == p) for p in prefixes}
     for name in names:

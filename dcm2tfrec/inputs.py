@@ -1,0 +1,97 @@
+"""Where a job's inputs come from: the labels CSV's bytes, and each row's file as a local path, from
+a local folder or from any fsspec URL (``s3://``, ``gs://`` ...: fetched into a temporary file, so
+that every check downstream reads a real file). Paths never escape the images root unless allowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .errors import DicomError, Reason
+from .storage import filesystem, is_url, protocol
+
+Options = Sequence[tuple[str, object]]
+
+
+def _local(location: str) -> str:
+    return location.removeprefix("file://") if protocol(location) == "file" else location
+
+
+def read_bytes(location: str | os.PathLike[str], options: Options = ()) -> bytes:
+    """A whole input file (the labels CSV) from a path or a URL; raises OSError."""
+    location = os.fspath(location)
+    if protocol(location) == "file":
+        return Path(_local(location)).read_bytes()
+    fs, path = filesystem(location, dict(options))
+    data: bytes = fs.cat_file(path)
+    return data
+
+
+def is_folder(location: str | os.PathLike[str], options: Options = ()) -> bool:
+    """Whether an images root is a folder (a key prefix with objects under it, for a URL)."""
+    location = os.fspath(location)
+    if protocol(location) == "file":
+        return Path(_local(location)).is_dir()
+    fs, path = filesystem(location, dict(options))
+    return bool(fs.isdir(path))
+
+
+def _no_nul(rel: str) -> None:
+    if "\0" in rel:
+        raise DicomError(
+            Reason.FILE_MISSING, f"{rel!r} contains a NUL character, which no file name can hold"
+        )
+
+
+def resolve_path(image_root: Path, rel: str, allow_outside_root: bool) -> Path:
+    """Resolve a CSV path under a local ``image_root``; raise DicomError if it escapes or is missing."""
+    _no_nul(rel)
+    candidate = Path(rel)
+    full = candidate if candidate.is_absolute() else image_root / candidate
+    if not allow_outside_root:
+        real, root = os.path.realpath(full), os.path.realpath(image_root)
+        if os.path.commonpath([real, root]) != root:
+            raise DicomError(Reason.OUTSIDE_ROOT, f"{rel!r} resolves to {real}, outside {root}")
+    if not full.exists():
+        detail = "dangling symlink or symlink loop" if full.is_symlink() else "no such file"
+        raise DicomError(Reason.FILE_MISSING, f"{full}: {detail}")
+    if not full.is_file():
+        raise DicomError(Reason.NOT_A_FILE, f"{full} is not a regular file")
+    return full
+
+
+def _remote_path(root: str, rel: str, allow_outside_root: bool) -> str:
+    """The object path of a CSV path under a URL root (``root`` is the path inside the filesystem)."""
+    _no_nul(rel)
+    if is_url(rel) or rel.startswith("/"):
+        if not allow_outside_root:
+            raise DicomError(Reason.OUTSIDE_ROOT, f"{rel!r} is not under the images URL")
+        return rel.split("://", 1)[-1]
+    full = posixpath.normpath(posixpath.join(root, rel))
+    if not allow_outside_root and not full.startswith(root.rstrip("/") + "/"):
+        raise DicomError(Reason.OUTSIDE_ROOT, f"{rel!r} resolves to {full}, outside {root}")
+    return full
+
+
+@contextlib.contextmanager
+def local_file(image_root: str, rel: str, allow_outside_root: bool, options: Options = ()) -> Iterator[Path]:
+    """The row's file as a local path, while the block runs: resolved under a local root, or fetched
+    from a URL root into a temporary file (removed afterwards). Raises DicomError or OSError."""
+    if protocol(image_root) == "file":
+        yield resolve_path(Path(_local(image_root)), rel, allow_outside_root)
+        return
+    fs, root = filesystem(image_root, dict(options))
+    path = _remote_path(root, rel, allow_outside_root)
+    if not fs.isfile(path):
+        if fs.isdir(path):
+            raise DicomError(Reason.NOT_A_FILE, f"{rel} is a folder, not a file")
+        raise DicomError(Reason.FILE_MISSING, f"{rel}: no such object under {image_root}")
+    with tempfile.TemporaryDirectory(prefix="dcm2tfrec-") as folder:
+        local = Path(folder) / (posixpath.basename(path) or "file")
+        fs.get_file(path, str(local))
+        yield local
