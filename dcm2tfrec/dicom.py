@@ -113,7 +113,7 @@ def read_dataset(path: Path, headers_only: bool = False, max_pixels: int | None 
     except EOFError as exc:
         raise DicomError(Reason.TRUNCATED, f"the DICOM header ends early: {exc}") from None
     except OSError as exc:
-        raise DicomError(os_error_reason(exc), f"{path}: {exc.strerror or exc}") from None
+        raise DicomError(os_error_reason(exc), f"{exc.strerror or exc}") from None
     except Exception as exc:
         raise DicomError(
             Reason.NOT_DICOM, f"cannot parse the DICOM header: {type(exc).__name__}: {exc}"

@@ -1,6 +1,7 @@
 """Where a job's inputs come from: the labels CSV's bytes, and each row's file as a local path, from
 a local folder or from any fsspec URL (``s3://``, ``gs://`` ...: fetched into a temporary file, so
-that every check downstream reads a real file). Paths never escape the images root unless allowed.
+that every check downstream reads a real file). Paths never escape the images root unless allowed,
+and messages name them as the CSV does (relative to the root), so reports agree across machines.
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ def resolve_path(image_root: Path, rel: str, allow_outside_root: bool) -> Path:
     if not allow_outside_root:
         real, root = os.path.realpath(full), os.path.realpath(image_root)
         if os.path.commonpath([real, root]) != root:
-            raise DicomError(Reason.OUTSIDE_ROOT, f"{rel!r} resolves to {real}, outside {root}")
+            raise DicomError(Reason.OUTSIDE_ROOT, f"{rel!r} resolves outside the images folder")
     if not full.exists():
         detail = "dangling symlink or symlink loop" if full.is_symlink() else "no such file"
-        raise DicomError(Reason.FILE_MISSING, f"{full}: {detail}")
+        raise DicomError(Reason.FILE_MISSING, f"{rel}: {detail}")
     if not full.is_file():
-        raise DicomError(Reason.NOT_A_FILE, f"{full} is not a regular file")
+        raise DicomError(Reason.NOT_A_FILE, f"{rel} is not a regular file")
     return full
 
 
@@ -74,7 +75,7 @@ def _remote_path(root: str, rel: str, allow_outside_root: bool) -> str:
         return rel.split("://", 1)[-1]
     full = posixpath.normpath(posixpath.join(root, rel))
     if not allow_outside_root and not full.startswith(root.rstrip("/") + "/"):
-        raise DicomError(Reason.OUTSIDE_ROOT, f"{rel!r} resolves to {full}, outside {root}")
+        raise DicomError(Reason.OUTSIDE_ROOT, f"{rel!r} resolves outside the images folder")
     return full
 
 
@@ -89,8 +90,8 @@ def local_file(image_root: str, rel: str, allow_outside_root: bool, options: Opt
     path = _remote_path(root, rel, allow_outside_root)
     if not fs.isfile(path):
         if fs.isdir(path):
-            raise DicomError(Reason.NOT_A_FILE, f"{rel} is a folder, not a file")
-        raise DicomError(Reason.FILE_MISSING, f"{rel}: no such object under {image_root}")
+            raise DicomError(Reason.NOT_A_FILE, f"{rel} is not a regular file")
+        raise DicomError(Reason.FILE_MISSING, f"{rel}: no such file")
     with tempfile.TemporaryDirectory(prefix="dcm2tfrec-") as folder:
         local = Path(folder) / (posixpath.basename(path) or "file")
         fs.get_file(path, str(local))

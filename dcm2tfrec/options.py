@@ -76,9 +76,9 @@ WORKERS = options(
 )
 
 CONVERT = options(
-    _opt("--labels", required=True, help="Labels CSV (UTF-8)."),
-    _opt("--images", required=True, help="Root folder; CSV paths are relative to it."),
-    _opt("--out", required=True, help="Output folder for shards, manifest, errors."),
+    _opt("--labels", required=True, help="Labels CSV (UTF-8): a path or a URL (s3://, gs://, ...)."),
+    _opt("--images", required=True, help="Root folder or URL; CSV paths are relative to it."),
+    _opt("--out", required=True, help="Output folder or URL for shards, manifest, errors."),
     LABEL_COLUMNS,
     _opt("--target-col", default=_COLUMNS.target_col, help="CSV column with the integer target."),
     _opt(
@@ -167,6 +167,12 @@ CONVERT = options(
     ),
     _opt("--allow-outside-root", is_flag=True, help="Accept CSV paths that resolve outside --images."),
     _opt("--index", is_flag=True, help="Also write a DALI / tfrecord-package index per shard (.idx)."),
+    _opt(
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        help="KEY=VALUE for URL paths' fsspec filesystem, beyond its environment (repeatable).",
+    ),
 )
 
 SCAN = options(

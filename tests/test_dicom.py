@@ -9,8 +9,8 @@ import pytest
 from pydicom import examples
 
 from dcm2tfrec.dicom import _unpadded_end, read_dicom
-from dcm2tfrec.inputs import resolve_path
 from dcm2tfrec.errors import DicomError
+from dcm2tfrec.inputs import resolve_path
 from dcm2tfrec.policy import decoding_plugins
 from dcm2tfrec.testing import TRANSFER_SYNTAXES, anatomy, write_dicom
 

@@ -52,7 +52,7 @@ def test_the_readme_option_table_is_convert_help() -> None:
     table = _rows(_section("| option | default | meaning |", "\nA progress bar"))
     documented = {}
     for name, default, _ in table:
-        key = re.sub(r"^(`[^`]+)\s[A-Z]+`", r"\1`", name)  # `--labels CSV` -> `--labels`
+        key = re.sub(r"^(`[^`]+)\s[A-Z=_]+`", r"\1`", name)  # `--labels CSV` -> `--labels`
         documented[key.replace("/", "`, `")] = default
     assert sorted(documented) == sorted(params)
     wrong = {

@@ -11,6 +11,7 @@ written whole plus one small object per append. The lock is an exclusive create 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import posixpath
@@ -51,7 +52,7 @@ class _SpooledWriter(ObjectWriter):
     def finish(self) -> None:
         self._handle.flush()
         self._handle.seek(0)
-        digest = type(self._digest)()
+        digest = hashlib.sha256()
         while chunk := self._handle.read(_CHUNK):
             digest.update(chunk)
         if self._handle.tell() != self.size or digest.hexdigest() != self.sha256:

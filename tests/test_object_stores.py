@@ -1,0 +1,153 @@
+"""Object stores (fsspec URLs): the same bytes as a local folder, whole objects only, one client."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from click.testing import CliRunner
+
+from dcm2tfrec.cli import cli
+from dcm2tfrec.config import ConvertConfig, ImageSpec
+from dcm2tfrec.convert import convert
+from dcm2tfrec.errors import ConfigError
+from dcm2tfrec.testing import make_demo
+
+from .helpers import convert_args, output_bytes
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("stores")
+    labels = make_demo(root, count=10)
+    convert(_config(labels, root / "images", root / "reference"))
+    return labels, root / "images", output_bytes(root / "reference")
+
+
+def _config(labels: Any, images: Any, out: Any, **kw: Any) -> ConvertConfig:
+    kw.setdefault("image", ImageSpec(width=32, height=32))
+    return ConvertConfig(labels, images, out, records_per_shard=4, index=True, workers=1, **kw)
+
+
+def _options(s3: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(s3.items())
+
+
+def _download(fs: Any, root: str, folder: Path) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in fs.ls(root, detail=False):
+        (folder / Path(name).name).write_bytes(fs.cat_file(name))
+    return output_bytes(folder)
+
+
+def _same_as_local(got: dict[str, Any], reference: dict[str, Any]) -> None:
+    got, reference = copy.deepcopy(got), copy.deepcopy(reference)
+    for manifest in (got["manifest.json"], reference["manifest.json"]):
+        for key in ("labels", "images"):
+            manifest["config"].pop(key)
+    assert got == reference
+
+
+def test_memory_store_gives_the_local_bytes(demo, tmp_path: Path) -> None:
+    labels, images, reference = demo
+    result = convert(_config(labels, images, "memory://stores/out"))
+    assert result.records == 10 and result.out == "memory://stores/out"
+    fs = fsspec.filesystem("memory")
+    _same_as_local(_download(fs, "/stores/out", tmp_path / "got"), reference)
+    with pytest.raises(ConfigError, match="not empty"):
+        convert(_config(labels, images, "memory://stores/out"))
+    convert(_config(labels, images, "memory://stores/out", overwrite=True))
+    assert sorted(Path(n).name for n in fs.ls("/stores/out", detail=False)) == sorted(reference)
+
+
+def test_s3_output_and_inputs_give_the_local_bytes(demo, tmp_path: Path, s3_server) -> None:
+    labels, images, reference = demo
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("data")
+    fs.put(str(images), "data/images", recursive=True)
+    fs.put_file(str(labels), "data/labels.csv")
+    options = _options(s3_server)
+    result = convert(
+        _config("s3://data/labels.csv", "s3://data/images", "s3://data/out", storage_options=options)
+    )
+    assert result.records == 10 and [f.reason for f in result.failures] == ["file_missing"]
+    got = _download(fs, "data/out", tmp_path / "got")
+    assert got["manifest.json"]["config"]["images"] == "s3://data/images"
+    _same_as_local(got, reference)
+    assert not fs.ls("data/out", detail=False) or not [n for n in fs.ls("data/out") if "lock" in n]
+    uploads = fs.call_s3("list_multipart_uploads", Bucket="data").get("Uploads", [])
+    assert uploads == []
+
+
+def test_a_second_client_on_an_object_store_is_refused(demo) -> None:
+    labels, images, _ = demo
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file("/busy/out/.dcm2tfrec.lock", json.dumps({"host": "elsewhere", "pid": 1}).encode())
+    with pytest.raises(ConfigError, match=r"in use by another dcm2tfrec convert \(host elsewhere"):
+        convert(_config(labels, images, "memory://busy/out"))
+    fs.pipe_file(
+        "/stale/out/.dcm2tfrec.lock",
+        json.dumps({"host": __import__("socket").gethostname(), "pid": 999999999}).encode(),
+    )
+    assert convert(_config(labels, images, "memory://stale/out")).records == 10  # its holder here is gone
+
+
+def test_a_url_whose_filesystem_is_not_installed_names_the_extra(demo) -> None:
+    labels, images, _ = demo
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        result = CliRunner().invoke(cli, convert_args(labels, images, "gs://bucket/out", "-q"))
+        assert result.exit_code == 2 and "pip install 'dcm2tfrec[gcs]'" in result.output
+    else:
+        pytest.skip("gcsfs is installed")
+
+
+def test_the_cli_takes_storage_options(demo, tmp_path: Path, s3_server) -> None:
+    labels, images, reference = demo
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("cli")
+    options = [arg for key, value in s3_server.items() for arg in ("--storage-option", f"{key}={value}")]
+    args = convert_args(labels, images, "s3://cli/out", "--size", "32", "--records-per-shard", "4", "--index")
+    result = CliRunner().invoke(cli, [*args, "--workers", "1", "-q", *options])
+    assert result.exit_code == 3, result.output
+    _same_as_local(_download(fs, "cli/out", tmp_path / "got"), reference)
+
+
+@pytest.mark.parametrize(
+    "points", [["row:5"], ["publish:1"], ["journal:1", "write:errors.csv"], ["write:manifest.json"]]
+)
+def test_kill_9_of_the_client_then_resume_on_s3_gives_the_uninterrupted_bytes(
+    demo, tmp_path: Path, s3_server, points: list[str]
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from dcm2tfrec.faults import FAULTS_ENV
+
+    labels, images, reference = demo
+    fs = fsspec.filesystem("s3", **s3_server)
+    bucket = f"kill-{points[0].replace(':', '-').replace('.', '-')}"
+    fs.mkdir(bucket)
+    options = [arg for key, value in s3_server.items() for arg in ("--storage-option", f"{key}={value}")]
+    args = convert_args(
+        labels, images, f"s3://{bucket}/out", "--size", "32", "--records-per-shard", "4", "--index"
+    )
+    command = [sys.executable, "-m", "dcm2tfrec", *args, "--workers", "1", "-q", *options]
+    for i, point in enumerate(points):
+        env = {**os.environ, FAULTS_ENV: json.dumps({f"@{point}": "kill"})}
+        killed = subprocess.run(
+            [*command, *(["--resume"] if i else [])], env=env, capture_output=True, timeout=120
+        )
+        assert killed.returncode == -9, killed.stderr.decode()
+    env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 3, resumed.stderr
+    got = _download(fs, f"{bucket}/out", tmp_path / "got")
+    _same_as_local(got, reference)
+    assert fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", []) == []
