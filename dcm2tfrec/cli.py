@@ -173,6 +173,7 @@ def inspect(
     grid: Path | None,
     export: Path | None,
     limit: int,
+    storage_options: tuple[str, ...],
 ) -> None:
     """Show what is inside shards (files, folders or globs), checked record by record.
 
@@ -181,16 +182,18 @@ def inspect(
     """
     import json
 
-    from .inspect import export_images, find_shards, format_report, inspect_paths, write_grid
+    from .config import storage_dict
+    from .inspect import export_images, find_shards, format_report, inspect_paths, localized, write_grid
 
-    with library_errors():
-        report = inspect_paths(list(paths), verify=verify, head=head)
-        shards = find_shards(list(paths))
+    with library_errors(), localized(list(paths), storage_dict(storage_options)) as (local, urls):
+        report = inspect_paths(local, verify=verify, head=head)
+        shards = find_shards(local)
         extra = []
         if grid:
             extra.append(f"grid: {write_grid(shards, grid, limit)} image(s) in {grid}")
         if export:
             extra.append(f"export: {export_images(shards, export, limit)} image(s) in {export}")
+        report.rename(urls)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:

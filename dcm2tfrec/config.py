@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -156,7 +157,7 @@ class ConvertConfig:
     @property
     def storage(self) -> dict[str, Any]:
         """The storage options as fsspec takes them (``true``/``false``/numbers parsed as JSON)."""
-        return {key: _option_value(value) for key, value in self.storage_options}
+        return storage_dict(self.storage_options)
 
     @classmethod
     def from_options(cls, **options: Any) -> ConvertConfig:
@@ -253,6 +254,11 @@ def parse_storage_option(option: str | tuple[str, str]) -> tuple[str, str]:
     if not sep or not key.strip():
         raise ConfigError(f"--storage-option {option!r}: expected KEY=VALUE, e.g. endpoint_url=http://...")
     return key.strip(), value
+
+
+def storage_dict(options: Iterable[str | tuple[str, str]]) -> dict[str, Any]:
+    """``KEY=VALUE`` texts (or pairs) as fsspec takes them: JSON values parsed (``true``, ``3``)."""
+    return {key: _option_value(value) for key, value in map(parse_storage_option, options)}
 
 
 def parse_size(text: str) -> tuple[int, int]:

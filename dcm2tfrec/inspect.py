@@ -6,12 +6,15 @@ Works without TensorFlow: framing and CRCs come from :mod:`shards`, records are 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import math
 import os
+import posixpath
 import re
 import struct
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,8 +28,9 @@ from .config import MAX_SIDE
 from .errors import ConfigError, ShardCorrupt, ShardError
 from .manifest import MANIFEST_NAME
 from .records import check_schema, decode_record
-from .shards import shard_count
-from .sources import ShardSet, resolve
+from .shards import SHARD_SUFFIX, shard_count
+from .sources import FsspecFiles, ShardSet, resolve
+from .storage import protocol
 from .storage.posix import PosixStore
 from .tfrecord import iter_records
 
@@ -80,6 +84,18 @@ class InspectReport:
             "targets": dict(sorted(targets.items(), key=lambda kv: _target_order(kv[0]))),
             "problems": sum(len(s.problems) for s in self.shards) + len(self.missing) + len(self.problems),
         }
+
+    def rename(self, folders: dict[str, str]) -> None:
+        """Name local copies by the URLs they came from (``{local folder: URL}``)."""
+
+        def named(text: str) -> str:
+            for folder, url in folders.items():
+                text = text.replace(folder, url)
+            return text
+
+        for shard in self.shards:
+            shard.path, shard.problems = named(shard.path), [named(p) for p in shard.problems]
+        self.missing, self.problems = [named(m) for m in self.missing], [named(p) for p in self.problems]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -256,6 +272,34 @@ def inspect_paths(paths: list[str], *, verify: bool = False, head: int = 0) -> I
             reports.append(report)
         missing += [m for m in shards.listed_missing() if m not in missing]
     return InspectReport(reports, verified=verify, missing=missing, problems=problems)
+
+
+@contextlib.contextmanager
+def localized(
+    paths: list[str], options: dict[str, Any] | None = None
+) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """The paths with every URL (``s3://`` ...: a folder, a manifest or a shard) copied into a
+    temporary folder with its folder's manifest, so that inspect reads local files; yields the local
+    paths and each local folder's URL. Nothing is verified on the way: the report says what is wrong."""
+    with tempfile.TemporaryDirectory(prefix="dcm2tfrec-inspect-") as work:
+        local, urls = [], {}
+        for number, text in enumerate(paths):
+            if protocol(text) == "file":
+                local.append(text)
+                continue
+            files = FsspecFiles(protocol(text), options)
+            folder = os.path.join(work, str(number))
+            os.makedirs(folder)
+            base = text.rstrip("/") if files.isdir(text) else posixpath.dirname(text)
+            urls[folder] = base
+            names = {posixpath.basename(u) for u in files.glob(posixpath.join(base, f"*{SHARD_SUFFIX}"))}
+            for name in sorted(names | {MANIFEST_NAME}):
+                if files.exists(posixpath.join(base, name)):
+                    files.download(posixpath.join(base, name), os.path.join(folder, name), None)
+            local.append(
+                folder if base == text.rstrip("/") else os.path.join(folder, posixpath.basename(text))
+            )
+        yield local, urls
 
 
 def iter_images(shards: list[Path], limit: int) -> Iterator[tuple[str, int | None, bytes]]:

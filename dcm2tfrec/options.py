@@ -75,6 +75,14 @@ WORKERS = options(
     _opt("--quiet", "-q", is_flag=True, help="No progress bar (and no summary after convert)."),
 )
 
+#: Options of URL paths' filesystems: shared by convert and inspect.
+STORAGE = _opt(
+    "--storage-option",
+    "storage_options",
+    multiple=True,
+    help="KEY=VALUE for URL paths' fsspec filesystem, beyond its environment (repeatable).",
+)
+
 CONVERT = options(
     _opt("--labels", required=True, help="Labels CSV (UTF-8): a path or a URL (s3://, gs://, ...)."),
     _opt("--images", required=True, help="Root folder or URL; CSV paths are relative to it."),
@@ -167,12 +175,7 @@ CONVERT = options(
     ),
     _opt("--allow-outside-root", is_flag=True, help="Accept CSV paths that resolve outside --images."),
     _opt("--index", is_flag=True, help="Also write a DALI / tfrecord-package index per shard (.idx)."),
-    _opt(
-        "--storage-option",
-        "storage_options",
-        multiple=True,
-        help="KEY=VALUE for URL paths' fsspec filesystem, beyond its environment (repeatable).",
-    ),
+    STORAGE,
 )
 
 SCAN = options(
@@ -201,4 +204,5 @@ INSPECT = options(
         "--export", type=click.Path(path_type=Path), help="Write the first images as PNG files named by id."
     ),
     _opt("--limit", type=click.IntRange(min=1), default=64, help="Images for --grid / --export."),
+    STORAGE,
 )

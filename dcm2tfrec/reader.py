@@ -19,7 +19,8 @@ from .config import Window
 from .errors import ConfigError, ShardCorrupt, ShardError
 from .policy import VALUE_OFFSET_16
 from .records import CLASS_NAME, MASK, SCHEMA
-from .sources import ShardSet, Source, resolve
+from .sources import FsspecFiles, ShardSet, Source, cache_folder, cached, resolve
+from .storage import protocol
 from .tfrecord import count_records
 
 _DTYPES = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
@@ -42,10 +43,33 @@ class _GFiles:
             return str(handle.read())
 
 
-def resolve_source(source: Source) -> ShardSet:
-    """The shards of an output folder, a manifest path, a glob or a list of shard files (local or
-    any URL TensorFlow's file systems read), with their manifest when there is one."""
-    return resolve(source, _GFiles())
+#: URL schemes TensorFlow reads itself; other URLs (``s3://``, ``az://``, ``memory://``) go through fsspec.
+_NATIVE = frozenset({"file", "gs"})
+
+
+def _remote(source: Source) -> str | None:
+    """The protocol of a source that TensorFlow cannot read itself, or None."""
+    first = os.fspath(source if isinstance(source, (str, os.PathLike)) else next(iter(source), ""))
+    scheme = protocol(first)
+    return None if scheme in _NATIVE else scheme
+
+
+def resolve_source(source: Source, storage_options: dict[str, Any] | None = None) -> ShardSet:
+    """The shards of an output folder, a manifest path, a glob or a list of shard files (local, any
+    URL TensorFlow's file systems read, or any fsspec URL), with their manifest when there is one."""
+    scheme = _remote(source)
+    return resolve(source, FsspecFiles(scheme, storage_options) if scheme else _GFiles())
+
+
+def _local_shards(
+    shards: ShardSet, source: Source, options: dict[str, Any] | None, cache_dir: str | None
+) -> ShardSet:
+    """Remote shards downloaded into the verified local cache (local and native ones as they are)."""
+    scheme = _remote(source)
+    if scheme is None:
+        return shards
+    key = os.fspath(source) if isinstance(source, (str, os.PathLike)) else ",".join(str(s) for s in source)
+    return cached(shards, FsspecFiles(scheme, options), cache_folder(key, cache_dir))
 
 
 def feature_spec(schema: dict[str, str] | None = None) -> dict[str, tf.io.FixedLenFeature]:
@@ -65,18 +89,18 @@ def parse_example(serialized: tf.Tensor, schema: dict[str, str] | None = None) -
 _DENSE_IDS = 1_000_000
 
 
-def class_map(source: Source) -> dict[str, int]:
+def class_map(source: Source, storage_options: dict[str, Any] | None = None) -> dict[str, int]:
     """The ``--class-map`` of a run: class name -> target id."""
-    mapping: dict[str, int] = (resolve_source(source).manifest or {}).get("class_map") or {}
+    mapping: dict[str, int] = (resolve_source(source, storage_options).manifest or {}).get("class_map") or {}
     if not mapping:
         raise ShardError("these shards were converted without --class-map: targets have no names")
     return mapping
 
 
-def class_names(source: Source) -> list[str]:
+def class_names(source: Source, storage_options: dict[str, Any] | None = None) -> list[str]:
     """The class names of a run converted with ``--class-map``, indexed by target id (ids up to
     one million; sparser ids are refused, use :func:`class_map`)."""
-    mapping = class_map(source)
+    mapping = class_map(source, storage_options)
     top = max(mapping.values())
     if top > _DENSE_IDS:
         raise ShardError(f"class ids go up to {top}: too sparse for a list; use dcm2tfrec.reader.class_map")
@@ -209,6 +233,8 @@ def make_dataset(
     check: str = "size",
     split: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
 ) -> tf.data.Dataset:
     """A batched ``tf.data.Dataset`` of ``(image, target)`` (or a dict of every feature).
 
@@ -221,12 +247,16 @@ def make_dataset(
     against the manifest first (``size``, ``sha256`` or ``none``). The cardinality is known
     (from the manifest or the shard names) unless ``repeat``, so ``len(ds)`` works.
     ``split`` / ``exclude`` pick splits or folds by name (``exclude="fold3"``: all folds but 3).
+    A URL TensorFlow cannot read itself (``s3://``, ``az://``; ``gs://`` it reads) goes through fsspec
+    with ``storage_options``: its shards are downloaded once into ``cache_dir`` (default
+    ``~/.cache/dcm2tfrec``), verified against the manifest's SHA-256 on the way.
     With ``with_features`` the dict also holds the extra columns and DICOM tags, ``mask``
     (decoded, uint8, (H, W, 1)) and ``class_name`` when the run had them.
     """
-    shards = select(resolve_source(source), split, exclude)
+    shards = select(resolve_source(source, storage_options), split, exclude)
     if num_shards > 1:
         shards = shard_files(shards, num_shards, index)
+    shards = _local_shards(shards, source, storage_options, cache_dir)
     check_shards(shards, check)
     image_cfg = _image_config(shards.manifest)
     bits = int(image_cfg.get("bits", 8))

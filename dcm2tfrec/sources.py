@@ -6,6 +6,7 @@ caller passes the file system to list and read with (local by default).
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import posixpath
 from collections.abc import Sequence
@@ -166,3 +167,71 @@ def resolve(source: Source, files: Files = LOCAL, listed: bool = True, use_manif
         shards.sizes.append(entry["bytes"] if entry else None)
         shards.sha256.append(entry["sha256"] if entry else None)
     return shards
+
+
+class FsspecFiles:
+    """Any fsspec filesystem (``s3://``, ``memory://`` ...) for the resolver; paths stay URLs."""
+
+    def __init__(self, protocol: str, options: dict[str, Any] | None = None) -> None:
+        import fsspec
+
+        self.protocol = protocol
+        self.fs = fsspec.filesystem(protocol, **(options or {}))
+
+    def _url(self, path: str) -> str:
+        return path if "://" in path else f"{self.protocol}://{path.lstrip('/')}"
+
+    def _path(self, url: str) -> str:
+        return url.split("://", 1)[-1]
+
+    def isdir(self, path: str) -> bool:
+        return bool(self.fs.isdir(self._path(path)))
+
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(self._path(path)))
+
+    def glob(self, pattern: str) -> list[str]:
+        return [self._url(p) for p in self.fs.glob(self._path(pattern))]
+
+    def read_text(self, path: str) -> str:
+        return str(self.fs.cat_file(self._path(path)).decode("utf-8"))
+
+    def download(self, url: str, local: str, sha256: str | None) -> None:
+        """Copy ``url`` to ``local`` through a temporary name, checking its SHA-256 on the way when
+        one is given (ShardError on a mismatch: the cache never holds a wrong shard)."""
+        digest, partial = hashlib.sha256(), f"{local}.partial"
+        with self.fs.open(self._path(url), "rb") as source, open(partial, "wb") as target:
+            while chunk := source.read(1 << 22):
+                digest.update(chunk)
+                target.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            os.unlink(partial)
+            raise ShardError(f"{url}: SHA-256 differs from the manifest (damaged or replaced)")
+        os.replace(partial, local)
+
+
+def cache_folder(source: str, cache_dir: str | None = None) -> str:
+    """The local folder that caches a remote output folder's shards."""
+    base = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "dcm2tfrec")
+    return os.path.join(base, hashlib.sha256(source.encode()).hexdigest()[:16])
+
+
+def cached(shards: ShardSet, files: FsspecFiles, folder: str) -> ShardSet:
+    """The same shards as local files in ``folder``: each is downloaded once, verified against the
+    manifest's SHA-256 as it arrives, and reused while its size is the manifest's."""
+    os.makedirs(folder, exist_ok=True)
+    local = []
+    for url, size, sha in zip(shards.files, shards.sizes, shards.sha256, strict=True):
+        path = os.path.join(folder, posixpath.basename(url))
+        if not (os.path.isfile(path) and size is not None and os.path.getsize(path) == size):
+            files.download(url, path, sha)
+        local.append(path)
+    return ShardSet(
+        local,
+        shards.counts,
+        shards.sizes,
+        shards.sha256,
+        shards.manifest,
+        folder if shards.folder else None,
+        shards.entries,
+    )

@@ -151,3 +151,55 @@ def test_kill_9_of_the_client_then_resume_on_s3_gives_the_uninterrupted_bytes(
     got = _download(fs, f"{bucket}/out", tmp_path / "got")
     _same_as_local(got, reference)
     assert fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", []) == []
+
+
+def _records(dataset: Any) -> list[tuple[str, int, bytes]]:
+    return sorted(
+        (r["image_id"].decode(), int(r["target"]), r["image"].tobytes())
+        for batch in dataset.as_numpy_iterator()
+        for r in (dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True))
+    )
+
+
+def test_the_reader_reads_s3_through_a_verified_cache(demo, tmp_path: Path, s3_server) -> None:
+    from dcm2tfrec.errors import ShardError
+    from dcm2tfrec.reader import make_dataset
+
+    labels, images, _ = demo
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("reader")
+    convert(_config(labels, images, "s3://reader/out", storage_options=_options(s3_server)))
+    local = tmp_path / "local"
+    convert(_config(labels, images, local))
+    expected = _records(make_dataset(local, batch_size=4, with_features=True))
+    cache = tmp_path / "cache"
+    got = make_dataset(
+        "s3://reader/out", batch_size=4, with_features=True, storage_options=s3_server, cache_dir=str(cache)
+    )
+    assert _records(got) == expected and len(expected) == 10
+    assert len(list(cache.rglob("*.tfrec"))) == 3
+    shard = "reader/out/train-00000-4.tfrec"
+    data = bytearray(fs.cat_file(shard))
+    data[-1] ^= 1
+    fs.pipe_file(shard, bytes(data))
+    with pytest.raises(ShardError, match="SHA-256 differs"):
+        make_dataset("s3://reader/out", storage_options=s3_server, cache_dir=str(tmp_path / "fresh"))
+    assert not list((tmp_path / "fresh").rglob("*.partial")) and not list(
+        (tmp_path / "fresh").rglob("*.tfrec")
+    )
+
+
+def test_inspect_reads_an_object_store_folder(demo, s3_server) -> None:
+    labels, images, _ = demo
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("inspect")
+    convert(_config(labels, images, "s3://inspect/out", storage_options=_options(s3_server)))
+    options = [arg for key, value in s3_server.items() for arg in ("--storage-option", f"{key}={value}")]
+    result = CliRunner().invoke(cli, ["inspect", "s3://inspect/out", "--verify", *options])
+    assert result.exit_code == 0, result.output
+    assert "all checks passed" in result.output and "TOTAL  10 records in 3 shard(s)" in result.output
+    assert result.output.count("manifest ok") == 3
+    shard = "inspect/out/train-00001-4.tfrec"
+    fs.pipe_file(shard, fs.cat_file(shard)[:-5])
+    result = CliRunner().invoke(cli, ["inspect", "s3://inspect/out", *options])
+    assert result.exit_code == 2 and "s3://inspect/out/train-00001-4.tfrec" in result.output
