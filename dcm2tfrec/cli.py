@@ -151,10 +151,10 @@ def convert(**opts: Any) -> None:
     """
     quiet = opts.pop("quiet")
     with library_errors(), _progress_bar(quiet) as update:
-        from .engine.local import LocalEngine
+        from .engine import engine_for
 
         config = ConvertConfig.from_options(**opts)
-        with LocalEngine(config.workers, config.worker_memory) as engine:  # its imports overlap ours
+        with engine_for(config.dask, config.workers, config.worker_memory) as engine:  # starts now
             from .convert import convert as run
 
             result = run(config, progress=update, engine=engine)

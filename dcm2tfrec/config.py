@@ -113,7 +113,16 @@ class Columns:
 
 
 #: ConvertConfig fields that do not shape the output bytes (left out of the manifest and fingerprint).
-RUN_ONLY = ("workers", "overwrite", "resume", "chunk_size", "timeout", "worker_memory", "storage_options")
+RUN_ONLY = (
+    "workers",
+    "overwrite",
+    "resume",
+    "chunk_size",
+    "timeout",
+    "worker_memory",
+    "storage_options",
+    "dask",
+)
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,8 @@ class ConvertConfig:
     dicom_tags: tuple[str, ...] = ()
     #: fsspec options for URL paths, beyond each filesystem's own environment (``KEY=VALUE`` pairs).
     storage_options: tuple[tuple[str, str], ...] = ()
+    #: Run on a Dask cluster: ``tcp://host:8786``, a scheduler file, or ``local:N``; None = this machine.
+    dask: str | None = None
 
     @property
     def storage(self) -> dict[str, Any]:

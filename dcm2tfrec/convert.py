@@ -14,7 +14,7 @@ from typing import Any
 from . import journal as journals
 from . import manifest as manifests
 from .config import ConvertConfig
-from .engine import Engine, Result
+from .engine import Engine, Result, engine_for
 from .errors import ConfigError, ExitCode, Failure, Interrupted, OutputError, stop_signal
 from .faults import fault_point
 from .inputs import is_folder
@@ -79,8 +79,9 @@ def convert(
 ) -> ConvertResult:
     """Run a conversion (or, with ``config.resume``, finish an interrupted one); return what was written.
 
-    ``engine`` runs the rows (default: a :class:`~dcm2tfrec.engine.local.LocalEngine` with the
-    config's workers and memory cap, closed at the end; an engine passed in is left to its owner).
+    ``engine`` runs the rows (default: the config's, :func:`~dcm2tfrec.engine.engine_for`: this
+    machine's worker processes or a Dask cluster, closed at the end; an engine passed in is left to
+    its owner).
     Raises ConfigError (before anything is written), OutputError, or Interrupted. After an
     OutputError or Interrupted the same call with ``resume=True`` goes on where it stopped.
     """
@@ -91,9 +92,7 @@ def convert(
         stack.enter_context(store.lock(LOCK_NAME))  # first: a folder in use is refused as such
         check_output(store, config.overwrite, config.resume)
         if engine is None:
-            from .engine.local import LocalEngine
-
-            engine = stack.enter_context(LocalEngine(config.workers, config.worker_memory))
+            engine = stack.enter_context(engine_for(config.dask, config.workers, config.worker_memory))
         return _Run(config, labels, task, store, engine).run(progress)
 
 

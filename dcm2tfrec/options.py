@@ -176,6 +176,11 @@ CONVERT = options(
     _opt("--allow-outside-root", is_flag=True, help="Accept CSV paths that resolve outside --images."),
     _opt("--index", is_flag=True, help="Also write a DALI / tfrecord-package index per shard (.idx)."),
     STORAGE,
+    _opt(
+        "--dask",
+        envvar="DCM2TFREC_DASK",
+        help="Run on a Dask cluster: tcp://host:8786, a scheduler file, or local:N (N workers here).",
+    ),
 )
 
 SCAN = options(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,44 @@ def live_processes() -> dict[int, tuple[int, int, bytes]]:
 def convert_args(labels: Path, images: Path, out: Path, *extra: str) -> list[str]:
     """The command line of ``dcm2tfrec convert`` on ``labels``, ``images`` and ``out``."""
     return ["convert", "--labels", str(labels), "--images", str(images), "--out", str(out), *extra]
+
+
+def listening_addresses(pids: set[int]) -> set[str]:
+    """The local addresses (``ip:port``) on which any of ``pids`` listens for TCP, from /proc."""
+    inodes: set[str] = set()
+    for pid in pids:
+        fds = Path(f"/proc/{pid}/fd")
+        try:
+            links = [os.readlink(fd) for fd in fds.iterdir()]
+        except OSError:
+            continue
+        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                address, port = fields[1].split(":")
+                found.add(f"{_ip(address)}:{int(port, 16)}")
+    return found
+
+
+def _ip(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return ".".join(str(b) for b in reversed(raw))
+    words = [raw[i : i + 4][::-1].hex() for i in range(0, 16, 4)]
+    text = "".join(words)
+    return "::1" if text == "0" * 31 + "1" else text
+
+
+def descendants(pid: int) -> set[int]:
+    """``pid`` and every live process below it."""
+    processes = live_processes()
+    found, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, (ppid, _, _) in processes.items() if ppid == parent and p not in found]
+        found.update(children)
+        frontier += children
+    return found

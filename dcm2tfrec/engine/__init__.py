@@ -43,3 +43,14 @@ class Engine(ABC):
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def engine_for(dask: str | None, workers: int, memory_mib: int) -> Engine:
+    """The engine a config asks for: a Dask cluster's, or this machine's worker processes."""
+    if dask:
+        from .dask import DaskEngine
+
+        return DaskEngine(dask, memory_mib)
+    from .local import LocalEngine
+
+    return LocalEngine(workers, memory_mib)

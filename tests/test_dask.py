@@ -1,0 +1,207 @@
+"""The Dask engine: the same bytes as this machine's engine, per-row isolation on the cluster, and
+servers on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dcm2tfrec.config import ConvertConfig, ImageSpec
+from dcm2tfrec.convert import convert
+from dcm2tfrec.faults import FAULTS_ENV
+from dcm2tfrec.testing import anatomy, make_demo, write_dicom
+
+from .helpers import output_bytes, write_labels
+
+pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    root = tmp_path_factory.mktemp("dask")
+    labels = make_demo(root, count=12)
+    convert(_config(labels, root / "images", root / "reference", workers=2))
+    return labels, root / "images", output_bytes(root / "reference")
+
+
+def _config(labels: Path, images: Path, out: Path, **kw: object) -> ConvertConfig:
+    return ConvertConfig(
+        labels, images, out, image=ImageSpec(width=32, height=32), records_per_shard=5, index=True, **kw
+    )
+
+
+def test_a_local_cluster_gives_this_machines_bytes(demo, tmp_path: Path) -> None:
+    labels, images, reference = demo
+    result = convert(_config(labels, images, tmp_path / "out", dask="local:2"))
+    assert result.records == 12 and [f.reason for f in result.failures] == ["file_missing"]
+    assert output_bytes(tmp_path / "out") == reference
+
+
+def test_a_crash_or_a_hang_on_the_cluster_costs_only_its_row(tmp_path: Path, monkeypatch) -> None:
+    rows = []
+    for i in range(12):
+        write_dicom(tmp_path / "img" / f"{i}.dcm", anatomy(32, 32, 0, 4000, np.uint16, i), bits_stored=12)
+        rows.append({"image_id": f"r{i:02d}", "path": f"{i}.dcm", "target": i % 2})
+    labels = write_labels(tmp_path / "labels.csv", rows)
+    clean = convert(_config(labels, tmp_path / "img", tmp_path / "clean", workers=2))
+    monkeypatch.setenv(FAULTS_ENV, json.dumps({"r03": "segfault", "r07": "hang", "r09": "memory"}))
+    result = convert(
+        _config(labels, tmp_path / "img", tmp_path / "out", dask="local:2", timeout=3.0, worker_memory=2048)
+    )
+    assert {f.image_id: f.reason for f in result.failures} == {
+        "r03": "worker_crashed",
+        "r07": "timeout",
+        "r09": "out_of_memory",
+    }
+    assert result.records == clean.records - 3
+
+
+@pytest.fixture
+def scheduler_and_workers(tmp_path: Path):
+    """A real ``dask scheduler`` and ``dask worker --nworkers 2 --nthreads 1`` pair on 127.0.0.1,
+    as subprocesses; stopped by their PIDs at the end."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    started = [
+        subprocess.Popen(
+            [
+                *dask,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    deadline = time.monotonic() + 60
+    while not scheduler_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    started.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                "--scheduler-file",
+                str(scheduler_file),
+                "--nworkers",
+                "2",
+                "--nthreads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--dashboard-address",
+                "127.0.0.1:0",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    try:
+        yield scheduler_file, started
+    finally:
+        for proc in reversed(started):
+            proc.terminate()
+        for proc in reversed(started):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_a_real_scheduler_and_workers_give_the_same_bytes_and_listen_on_loopback_only(
+    demo, tmp_path: Path, scheduler_and_workers
+) -> None:
+    from distributed import Client
+
+    from .helpers import descendants, listening_addresses
+
+    labels, images, reference = demo
+    scheduler_file, started = scheduler_and_workers
+    with Client(scheduler_file=str(scheduler_file)) as client:
+        client.wait_for_workers(2, timeout=60)
+    result = convert(_config(labels, images, tmp_path / "out", dask=str(scheduler_file)))
+    assert result.records == 12 and output_bytes(tmp_path / "out") == reference
+    pids = set().union(*(descendants(p.pid) for p in started))
+    addresses = listening_addresses(pids)
+    assert addresses and all(a.startswith(("127.0.0.1:", "::1:")) for a in addresses), addresses
+
+
+def test_local_cluster_servers_listen_on_loopback_only() -> None:
+    import os
+
+    from dcm2tfrec.engine.dask import DaskEngine
+
+    from .helpers import descendants, listening_addresses
+
+    with DaskEngine("local:2") as engine:
+        assert engine.workers == 2
+        addresses = listening_addresses(descendants(os.getpid()))
+    assert addresses and all(a.startswith(("127.0.0.1:", "::1:")) for a in addresses), addresses
+
+
+def test_kill_9_of_a_dask_worker_mid_run_changes_nothing(tmp_path: Path, scheduler_and_workers) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from distributed import Client
+
+    from .helpers import live_processes
+
+    rows = []
+    for i in range(160):
+        write_dicom(
+            tmp_path / "img" / f"{i}.dcm", anatomy(384, 384, 0, 4000, np.uint16, i % 9), bits_stored=12
+        )
+        rows.append({"image_id": f"r{i:03d}", "path": f"{i}.dcm", "target": i % 2})
+    labels = write_labels(tmp_path / "labels.csv", rows)
+    reference = tmp_path / "reference"
+    convert(_config(labels, tmp_path / "img", reference, workers=2))
+    scheduler_file, _ = scheduler_and_workers
+    with Client(scheduler_file=str(scheduler_file)) as client:
+        client.wait_for_workers(2, timeout=60)
+        dask_workers = list(client.run(os.getpid).values())
+    out = tmp_path / "out"
+    args = ["--labels", str(labels), "--images", str(tmp_path / "img"), "--out", str(out), "--size", "32"]
+    command = [
+        sys.executable,
+        "-m",
+        "dcm2tfrec",
+        "convert",
+        *args,
+        "--records-per-shard",
+        "5",
+        "--index",
+        "-q",
+    ]
+    run = subprocess.Popen([*command, "--dask", str(scheduler_file)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*.tfrec")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.poll() is None, "the run ended before a worker could be killed"
+    os.kill(dask_workers[0], signal.SIGKILL)  # its nanny starts another; its tasks run again
+    _, err = run.communicate(timeout=180)
+    assert run.returncode == 0, err
+    assert output_bytes(out) == output_bytes(reference)
+    assert dask_workers[0] not in live_processes()
