@@ -60,62 +60,62 @@ def test_a_crash_or_a_hang_on_the_cluster_costs_only_its_row(tmp_path: Path, mon
 
 
 @pytest.fixture
-def scheduler_and_workers(tmp_path: Path):
-    """A real ``dask scheduler`` and ``dask worker --nworkers 2 --nthreads 1`` pair on 127.0.0.1,
-    as subprocesses; stopped by their PIDs at the end."""
+def dask_pair(tmp_path: Path):
+    """Factory: a real ``dask scheduler`` and ``dask worker --nworkers 2 --nthreads 1`` pair on
+    127.0.0.1 as subprocesses (with ``env`` added to the workers'), stopped by their PIDs at the end."""
     import os
     import subprocess
     import sys
     import time
 
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    scheduler_file = tmp_path / "scheduler.json"
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    started = [
-        subprocess.Popen(
-            [
-                *dask,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--dashboard-address",
-                "127.0.0.1:0",
-                "--scheduler-file",
-                str(scheduler_file),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    started: list[subprocess.Popen] = []
+
+    def start(env: dict[str, str] | None = None) -> tuple[Path, list[subprocess.Popen]]:
+        scheduler_file = tmp_path / f"scheduler{len(started)}.json"
+        base = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        loopback = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
+        started.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_scheduler",
+                    *loopback,
+                    "--port",
+                    "0",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                ],
+                env=base,
+                **quiet,
+            )
         )
-    ]
-    deadline = time.monotonic() + 60
-    while not scheduler_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    started.append(
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_worker",
-                "--scheduler-file",
-                str(scheduler_file),
-                "--nworkers",
-                "2",
-                "--nthreads",
-                "1",
-                "--host",
-                "127.0.0.1",
-                "--dashboard-address",
-                "127.0.0.1:0",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_worker",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                    "--nworkers",
+                    "2",
+                    "--nthreads",
+                    "1",
+                    *loopback,
+                ],
+                env={**base, **(env or {})},
+                **quiet,
+            )
         )
-    )
+        return scheduler_file, started[-2:]
+
     try:
-        yield scheduler_file, started
+        yield start
     finally:
         for proc in reversed(started):
             proc.terminate()
@@ -128,14 +128,14 @@ def scheduler_and_workers(tmp_path: Path):
 
 
 def test_a_real_scheduler_and_workers_give_the_same_bytes_and_listen_on_loopback_only(
-    demo, tmp_path: Path, scheduler_and_workers
+    demo, tmp_path: Path, dask_pair
 ) -> None:
     from distributed import Client
 
     from .helpers import descendants, listening_addresses
 
     labels, images, reference = demo
-    scheduler_file, started = scheduler_and_workers
+    scheduler_file, started = dask_pair()
     with Client(scheduler_file=str(scheduler_file)) as client:
         client.wait_for_workers(2, timeout=60)
     result = convert(_config(labels, images, tmp_path / "out", dask=str(scheduler_file)))
@@ -158,7 +158,7 @@ def test_local_cluster_servers_listen_on_loopback_only() -> None:
     assert addresses and all(a.startswith(("127.0.0.1:", "::1:")) for a in addresses), addresses
 
 
-def test_kill_9_of_a_dask_worker_mid_run_changes_nothing(tmp_path: Path, scheduler_and_workers) -> None:
+def test_kill_9_of_a_dask_worker_mid_run_changes_nothing(tmp_path: Path, dask_pair) -> None:
     import os
     import signal
     import subprocess
@@ -178,7 +178,7 @@ def test_kill_9_of_a_dask_worker_mid_run_changes_nothing(tmp_path: Path, schedul
     labels = write_labels(tmp_path / "labels.csv", rows)
     reference = tmp_path / "reference"
     convert(_config(labels, tmp_path / "img", reference, workers=2))
-    scheduler_file, _ = scheduler_and_workers
+    scheduler_file, _ = dask_pair()
     with Client(scheduler_file=str(scheduler_file)) as client:
         client.wait_for_workers(2, timeout=60)
         dask_workers = list(client.run(os.getpid).values())
@@ -205,3 +205,25 @@ def test_kill_9_of_a_dask_worker_mid_run_changes_nothing(tmp_path: Path, schedul
     assert run.returncode == 0, err
     assert output_bytes(out) == output_bytes(reference)
     assert dask_workers[0] not in live_processes()
+
+
+def test_workers_whose_pixel_stack_differs_are_refused_naming_the_package(
+    demo, tmp_path: Path, dask_pair
+) -> None:
+    from distributed import Client
+
+    from dcm2tfrec.errors import ConfigError
+
+    labels, images, _ = demo
+    fake = tmp_path / "site"
+    (fake / "pillow-1.0.0.dist-info").mkdir(parents=True)
+    (fake / "pillow-1.0.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: pillow\nVersion: 1.0.0\n"
+    )
+    scheduler_file, _ = dask_pair({"PYTHONPATH": str(fake)})  # the workers see another Pillow
+    with Client(scheduler_file=str(scheduler_file)) as client:
+        client.wait_for_workers(2, timeout=60)
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"pillow 1\.0\.0 on .*, [0-9.]+ here"):
+        convert(_config(labels, images, out, dask=str(scheduler_file)))
+    assert not out.exists() or not list(out.iterdir())  # refused before anything was written

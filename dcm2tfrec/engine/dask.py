@@ -101,7 +101,6 @@ class DaskEngine(Engine):
         self._client: Any = None
         self._cluster: Any = None
         self._futures: list[Any] = []
-        self._checked = False
 
     def start(self) -> None:
         if self._client is not None:
@@ -132,19 +131,18 @@ class DaskEngine(Engine):
             self._client = Client(self.address)
         self._client.wait_for_workers(1, timeout=120)
         self.workers = max(1, sum(self._client.nthreads().values()))
+        self._check_workers()  # before anything is written
 
     def _check_workers(self) -> None:
         """Refuse the run when a worker's pixel stack would give other bytes than the client's."""
         ours = canary()
         problems = [p for theirs in self._client.run(canary).values() for p in _differences(ours, theirs)]
         if problems:
+            self.close()
             raise ConfigError("the Dask workers' pixel stack differs from this one: " + "; ".join(problems))
-        self._checked = True
 
     def results(self, task: Task, chunks: list[list[Row]], timeout: float) -> Iterator[Result]:
         self.start()
-        if not self._checked:
-            self._check_workers()
         window = 4 * self.workers
         futures = self._futures = []
         submit = self._client.submit
