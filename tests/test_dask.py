@@ -227,3 +227,59 @@ def test_workers_whose_pixel_stack_differs_are_refused_naming_the_package(
     with pytest.raises(ConfigError, match=r"pillow 1\.0\.0 on .*, [0-9.]+ here"):
         convert(_config(labels, images, out, dask=str(scheduler_file)))
     assert not out.exists() or not list(out.iterdir())  # refused before anything was written
+
+
+def test_ctrl_c_on_the_client_cancels_the_cluster_run_and_resume_goes_on(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rows = []
+    for i in range(200):
+        write_dicom(
+            tmp_path / "img" / f"{i}.dcm", anatomy(384, 384, 0, 4000, np.uint16, i % 9), bits_stored=12
+        )
+        rows.append({"image_id": f"r{i:03d}", "path": f"{i}.dcm", "target": i % 2})
+    labels = write_labels(tmp_path / "labels.csv", rows)
+    out = tmp_path / "out"
+    args = [
+        "--labels",
+        str(labels),
+        "--images",
+        str(tmp_path / "img"),
+        "--size",
+        "32",
+        "--records-per-shard",
+        "5",
+    ]
+    command = [sys.executable, "-m", "dcm2tfrec", "convert", *args, "-q"]
+    run = subprocess.Popen(
+        [*command, "--out", str(out), "--dask", "local:2"],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.tfrec")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.poll() is None, run.stderr.read() if run.stderr else ""
+    os.kill(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert "Traceback" not in err and not (out / ".dcm2tfrec.lock").exists()
+    from .helpers import live_processes
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(g == run.pid for _, g, _ in live_processes().values()):
+        time.sleep(0.1)
+    assert not [p for p, (_, g, _) in live_processes().items() if g == run.pid]  # the cluster is gone too
+    resumed = subprocess.run(
+        [*command, "--out", str(out), "--resume"], capture_output=True, text=True, timeout=120
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "reference"
+    assert subprocess.run([*command, "--out", str(reference)], timeout=120).returncode == 0
+    assert output_bytes(out) == output_bytes(reference)
