@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,18 +14,18 @@ from typing import Any
 from . import journal as journals
 from . import manifest as manifests
 from .config import ConvertConfig
-from .engine import Engine, Result, engine_for
+from .engine import Engine, engine_for
 from .errors import ConfigError, ExitCode, Failure, Interrupted, OutputError, stop_signal
-from .faults import fault_point
 from .inputs import is_folder
-from .journal import JOURNAL_NAME, Journal, Step
+from .journal import JOURNAL_NAME, Journal
 from .labels import Labels, read_labels
 from .plan import chunk_size, chunks, order, segments
-from .records import Sample, run_schema, tag_kinds
-from .shards import ShardInfo, ShardWriter, shard_prefix
+from .records import run_schema, tag_kinds
+from .shards import ShardInfo, shard_prefix
 from .storage import Store, is_url, open_store
 from .storage.output import LOCK_NAME, check_output, clear_output
 from .worker import Task
+from .writing import OrderedWriter, PartsWriter, Tally, writer_for
 
 #: Called as ``progress(done, total)`` with the number of CSV rows accounted for so far.
 Progress = Callable[[int, int], None]
@@ -96,20 +96,6 @@ def convert(
         return _Run(config, labels, task, store, engine).run(progress)
 
 
-@dataclass
-class _Tally:
-    """The rows accounted for since the last journal step, in plan order."""
-
-    position: int
-    targets: Counter[int]
-    failures: list[Failure]
-
-    def step(self, shard: ShardInfo | None) -> Step:
-        step = Step(self.position, shard, dict(self.targets), tuple(self.failures))
-        self.targets, self.failures = Counter(), []
-        return step
-
-
 class _Run:
     """One conversion: resume state, the segments' shards, then the errors report and manifest."""
 
@@ -127,7 +113,7 @@ class _Run:
         kept = {n for s in steps if s.shard for n in (s.shard.file, s.shard.index) if n}
         foreign = clear_output(store, keep=frozenset(kept | {JOURNAL_NAME} if config.resume else kept))
         journal = Journal(store, fingerprint, steps)
-        tally = _Tally(steps[-1].position if steps else 0, Counter(), [])
+        tally = Tally(steps[-1].position if steps else 0, Counter(), [])
 
         def report() -> None:
             if progress:
@@ -135,21 +121,17 @@ class _Run:
 
         report()
         parts, assignment = segments(config, self.labels.rows)
-        writer: ShardWriter | None = None
+        writer = writer_for(store, self.engine, config, journal, tally)
         try:
             offset = 0
             for part in parts:
                 start, offset = tally.position - offset, offset + len(part.rows)
                 if start < len(part.rows):
                     done = sum(1 for s in journal.shards if shard_prefix(s.file) == part.prefix)
-                    writer = ShardWriter(store, part.prefix, config.records_per_shard, config.index, done)
                     size = chunk_size(len(part.rows), self.engine.workers, config.chunk_size)
                     todo = chunks(order(part.rows, config.shuffle, config.seed), size, start)
-                    _drain(
-                        self.engine.results(self.task, todo, config.timeout), writer, journal, tally, report
-                    )
-                    writer.close()
-                    journal.append(tally.step(writer.published[-1] if tally.targets else None))
+                    writer.segment(self.task, part.prefix, todo, done, report)
+            writer.finish()
         except KeyboardInterrupt as exc:
             _stop(writer, journal)
             raise Interrupted(
@@ -196,32 +178,8 @@ class _Run:
         return ConvertResult(config.out, self.rows, records, written, failures, seconds, manifest, foreign)
 
 
-def _drain(
-    results: Iterable[Result],
-    writer: ShardWriter,
-    journal: Journal,
-    tally: _Tally,
-    progress: Callable[[], None],
-) -> None:
-    """Write results in plan order; journal each shard as soon as it is published."""
-    for chunk in results:
-        for item in chunk:
-            tally.position += 1
-            if isinstance(item, Sample):
-                published = len(writer.published)
-                writer.write(item.payload)
-                tally.targets[item.target] += 1
-                if len(writer.published) > published:
-                    journal.append(tally.step(writer.published[-1]))
-            else:
-                tally.failures.append(item)
-            fault_point("row", tally.position)
-        progress()
-
-
-def _stop(writer: ShardWriter | None, journal: Journal) -> None:
-    if writer is not None:
-        writer.abort()
+def _stop(writer: OrderedWriter | PartsWriter, journal: Journal) -> None:
+    writer.abort()
     journal.close()
 
 

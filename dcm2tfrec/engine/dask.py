@@ -19,7 +19,9 @@ from typing import Any
 
 from ..errors import ConfigError, EngineError
 from ..labels import Row
+from ..parts import Part, ShardPlan, assemble, part_name, write_part
 from ..policy import library_versions
+from ..shards import ShardInfo
 from ..worker import Task
 from . import Engine, Result
 
@@ -44,6 +46,23 @@ def run_chunk(rows: list[Row], task: Task, timeout: float, memory_mib: int) -> R
         engines[memory_mib] = LocalEngine(1, memory_mib)
         engines[memory_mib].start()
     return next(engines[memory_mib].results(task, [rows], timeout))
+
+
+def run_part(
+    rows: list[Row], task: Task, timeout: float, memory_mib: int, segment: str, chunk: int, out: Any
+) -> Part:
+    """One chunk on a Dask worker, its records written as one part object of the output store."""
+    from ..storage import open_store
+
+    results = run_chunk(rows, task, timeout, memory_mib)
+    return write_part(open_store(*out), part_name(segment, chunk), results)
+
+
+def run_assemble(out: Any, prefix: str, plan: ShardPlan, write_index: bool) -> ShardInfo:
+    """One shard assembled on a Dask worker from byte ranges of parts."""
+    from ..storage import open_store
+
+    return assemble(open_store(*out), prefix, plan, write_index)
 
 
 def canary() -> dict[str, Any]:
@@ -94,6 +113,9 @@ class DaskEngine(Engine):
     (``scheduler.json``) or ``local:N`` (a LocalCluster of N single-threaded worker processes on
     127.0.0.1, closed with the engine). ``memory_mib`` caps the processes that run the rows."""
 
+    #: Chunk tasks write part objects and shard tasks assemble shards (see :mod:`..writing`).
+    writes_parts = True
+
     def __init__(self, address: str, memory_mib: int = 0) -> None:
         self.address = address
         self.memory_mib = memory_mib
@@ -101,6 +123,7 @@ class DaskEngine(Engine):
         self._client: Any = None
         self._cluster: Any = None
         self._futures: list[Any] = []
+        self._assembling: list[Any] = []
 
     def start(self) -> None:
         if self._client is not None:
@@ -141,32 +164,46 @@ class DaskEngine(Engine):
             self.close()
             raise ConfigError("the Dask workers' pixel stack differs from this one: " + "; ".join(problems))
 
-    def results(self, task: Task, chunks: list[list[Row]], timeout: float) -> Iterator[Result]:
-        self.start()
-        window = 4 * self.workers
-        futures = self._futures = []
-        submit = self._client.submit
-        for index in range(len(chunks)):
-            while len(futures) < min(len(chunks), index + window):
-                i = len(futures)
-                futures.append(
-                    submit(
-                        run_chunk,
-                        chunks[i],
-                        task,
-                        timeout,
-                        self.memory_mib,
-                        key=f"chunk-{id(chunks)}-{i}",
-                        pure=False,
-                    )
-                )
-            result: Result = futures[index].result()
+    def _in_order(self, submit: Any, count: int) -> Iterator[Any]:
+        """Results of ``submit(i)`` for i in 0..count-1, in order, at most 4 per worker thread ahead."""
+        futures: list[Any] = []
+        self._futures = futures
+        for index in range(count):
+            while len(futures) < min(count, index + 4 * self.workers):
+                futures.append(submit(len(futures)))
+            result = futures[index].result()
             futures[index] = None  # its bytes are the writer's now
             yield result
 
+    def results(self, task: Task, chunks: list[list[Row]], timeout: float) -> Iterator[Result]:
+        self.start()
+
+        def submit(i: int) -> Any:
+            return self._client.submit(run_chunk, chunks[i], task, timeout, self.memory_mib, pure=False)
+
+        yield from self._in_order(submit, len(chunks))
+
+    def parts(
+        self, task: Task, chunks: list[list[Row]], timeout: float, segment: str, out: Any
+    ) -> Iterator[Part]:
+        """Each chunk's Part, in plan order: the records stay on the store, not in the client."""
+        self.start()
+
+        def submit(i: int) -> Any:
+            args = (chunks[i], task, timeout, self.memory_mib, segment, i, out)
+            return self._client.submit(run_part, *args, pure=False)
+
+        yield from self._in_order(submit, len(chunks))
+
+    def assemble(self, out: Any, prefix: str, plan: ShardPlan, write_index: bool) -> Any:
+        """A future of shard ``plan.index``'s ShardInfo, assembled on the cluster."""
+        future = self._client.submit(run_assemble, out, prefix, plan, write_index, pure=False)
+        self._assembling = [f for f in self._assembling if not f.done()] + [future]
+        return future
+
     def close(self) -> None:
         if self._client is not None:
-            pending = [f for f in self._futures if f is not None]
+            pending = [f for f in [*self._futures, *self._assembling] if f is not None and not f.done()]
             if pending:
                 self._client.cancel(pending)
             self._client.close()

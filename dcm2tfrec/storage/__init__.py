@@ -114,6 +114,15 @@ class Store(ABC):
     def read_text(self, name: str) -> str:
         return self.read_bytes(name).decode("utf-8")
 
+    def read_range(self, name: str, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)`` of an object; OSError when it holds fewer."""
+        with self.open_read(name) as handle:
+            handle.seek(offset)
+            data = handle.read(length)
+        if len(data) != length:
+            raise OSError(f"{self.path(name)} holds {offset + len(data)} bytes, {offset + length} expected")
+        return data
+
     def sha256(self, name: str) -> str:
         """SHA-256 of an object's bytes, streamed."""
         digest = hashlib.sha256()

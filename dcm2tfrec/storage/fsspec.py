@@ -116,6 +116,12 @@ class FsspecStore(Store):
         handle: BinaryIO = self.fs.open(self._path(name), "rb")
         return handle
 
+    def read_range(self, name: str, offset: int, length: int) -> bytes:
+        data: bytes = self.fs.cat_file(self._path(name), start=offset, end=offset + length)
+        if len(data) != length:
+            raise OSError(f"{self.path(name)} holds {offset + len(data)} bytes, {offset + length} expected")
+        return data
+
     def _refuse_existing(self, name: str) -> None:
         if self.fs.exists(self._path(name)):
             raise FileExistsError(17, f"{name} exists and was not written by this run (kept)")

@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ConfigError, OutputError
 from ..journal import JOURNAL_FORMAT, JOURNAL_NAME, read_journal
 from ..manifest import ERRORS_NAME, MANIFEST_NAME, parse_manifest
+from ..parts import PART_PREFIX
 from ..shards import INDEX_SUFFIX, SHARD_NAME, SHARD_SUFFIX, shard_prefix
 from ..splits import fold_names
 from . import PARTIAL_SUFFIX, Store, temporary_name
@@ -79,6 +80,7 @@ def _from_journal(store: Store, names: set[str]) -> tuple[set[str], set[str]]:
     journaled = [s.shard.to_json() for s in steps if s.shard]
     ours = {JOURNAL_NAME, *(n for n in (ERRORS_NAME, MANIFEST_NAME) if n in names)}
     ours |= {n for n in names if n.startswith(f"{JOURNAL_NAME}.") and n[len(JOURNAL_NAME) + 1 :].isdigit()}
+    ours |= {n for n in names if n.startswith(PART_PREFIX)}  # a cluster run's part objects
     ours |= _listed(store, names, journaled)
     done = {p: sum(1 for s in journaled if shard_prefix(s["file"]) == p) for p in prefixes}
     for name in names:

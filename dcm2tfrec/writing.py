@@ -1,0 +1,154 @@
+"""The two write paths, which journal the same steps and publish the same bytes.
+
+- :class:`OrderedWriter` (this machine): results come back in plan order and one writer frames them
+  into shards.
+- :class:`PartsWriter` (a cluster): chunk tasks write part objects, shard tasks assemble exact shards
+  from their byte ranges, and only small indexes come back to the client (see :mod:`.parts`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .config import ConvertConfig
+from .engine import Engine
+from .errors import Failure
+from .faults import fault_point
+from .journal import Journal, Step
+from .labels import Row
+from .parts import PART_PREFIX, Part, ShardPlan, ShardPlanner
+from .records import Sample
+from .shards import ShardInfo, ShardWriter
+from .storage import Store
+from .worker import Task
+
+
+@dataclass
+class Tally:
+    """The rows accounted for since the last journal step, in plan order."""
+
+    position: int
+    targets: Counter[int]
+    failures: list[Failure]
+
+    def step(self, shard: ShardInfo | None) -> Step:
+        step = Step(self.position, shard, dict(self.targets), tuple(self.failures))
+        self.targets, self.failures = Counter(), []
+        return step
+
+
+class PartEngine(Protocol):
+    """An engine that writes parts and assembles shards where it runs (a cluster's): ``parts``
+    yields each chunk's :class:`Part` in plan order, ``assemble`` returns a future of a ShardInfo."""
+
+    workers: int
+
+    def parts(self, task: Task, chunks: list[list[Row]], timeout: float, segment: str, out: Any) -> Any: ...
+
+    def assemble(self, out: Any, prefix: str, plan: ShardPlan, write_index: bool) -> Any: ...
+
+
+class OrderedWriter:
+    """One writer in this process: results in plan order, framed into shards as they come."""
+
+    def __init__(
+        self, store: Store, engine: Engine, config: ConvertConfig, journal: Journal, tally: Tally
+    ) -> None:
+        self.store, self.engine, self.config, self.journal, self.tally = store, engine, config, journal, tally
+        self._writer: ShardWriter | None = None
+
+    def segment(
+        self, task: Task, prefix: str, todo: list[list[Row]], first: int, report: Callable[[], None]
+    ) -> None:
+        writer = self._writer = ShardWriter(
+            self.store, prefix, self.config.records_per_shard, self.config.index, first
+        )
+        tally, journal = self.tally, self.journal
+        for chunk in self.engine.results(task, todo, self.config.timeout):
+            for item in chunk:
+                tally.position += 1
+                if isinstance(item, Sample):
+                    published = len(writer.published)
+                    writer.write(item.payload)
+                    tally.targets[item.target] += 1
+                    if len(writer.published) > published:
+                        journal.append(tally.step(writer.published[-1]))
+                else:
+                    tally.failures.append(item)
+                fault_point("row", tally.position)
+            report()
+        writer.close()
+        journal.append(tally.step(writer.published[-1] if tally.targets else None))
+
+    def finish(self) -> None:
+        """Nothing is left behind by this path."""
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+
+
+class PartsWriter:
+    """Parts written by chunk tasks, shards assembled by shard tasks, journaled here in order."""
+
+    def __init__(
+        self, store: Store, engine: PartEngine, config: ConvertConfig, journal: Journal, tally: Tally
+    ) -> None:
+        self.store, self.engine, self.config, self.journal, self.tally = store, engine, config, journal, tally
+        self._pending: deque[tuple[ShardPlan, Any]] = deque()
+
+    def segment(
+        self, task: Task, prefix: str, todo: list[list[Row]], first: int, report: Callable[[], None]
+    ) -> None:
+        planner = ShardPlanner(self.config.records_per_shard, first, self.tally.position)
+        out = (self.config.out, self.config.storage)
+        for part in self.engine.parts(task, todo, self.config.timeout, prefix, out):
+            for plan in planner.add(part):
+                self._pending.append((plan, self.engine.assemble(out, prefix, plan, self.config.index)))
+            self._publish_done(planner, wait=False)
+            self.tally.position = planner.position
+            fault_point("row", self.tally.position)
+            report()
+        last, failures, position = planner.close()
+        if last is not None:
+            self._pending.append((last, self.engine.assemble(out, prefix, last, self.config.index)))
+        self._publish_done(planner, wait=True)
+        self.tally.position = position
+        if last is None:
+            self.journal.append(Step(position, None, {}, tuple(failures)))
+
+    def _publish_done(self, planner: ShardPlanner, wait: bool) -> None:
+        """Journal the assembled shards at the head of the queue, in order; delete the parts that no
+        pending or open shard reads any more."""
+        while self._pending and (wait or self._pending[0][1].done()):
+            plan, future = self._pending.popleft()
+            info: ShardInfo = future.result()
+            self.journal.append(Step(plan.position, info, dict(plan.targets), tuple(plan.failures)))
+            needed = {p.part for pending, _ in self._pending for p in pending.pieces}
+            needed |= {p.part for p in planner.open.pieces}
+            for name in {p.part for p in plan.pieces} - needed:
+                self.store.delete(name)
+
+    def finish(self) -> None:
+        """Remove every part left (those of duplicated or retried tasks that no shard read)."""
+        for name in self.store.names():
+            if name.startswith(PART_PREFIX):
+                self.store.delete(name)
+
+    def abort(self) -> None:
+        self._pending.clear()
+
+
+def writer_for(
+    store: Store, engine: Engine, config: ConvertConfig, journal: Journal, tally: Tally
+) -> OrderedWriter | PartsWriter:
+    """The write path of an engine: parts on a cluster that writes them, else one ordered writer."""
+    if getattr(engine, "writes_parts", False):
+        return PartsWriter(store, engine, config, journal, tally)  # type: ignore[arg-type]
+    return OrderedWriter(store, engine, config, journal, tally)
+
+
+__all__ = ["OrderedWriter", "Part", "PartsWriter", "Tally", "writer_for"]
