@@ -1,0 +1,64 @@
+"""The two-phase write path on its own: duplicated and retried tasks change no byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dcm2tfrec.config import ImageSpec
+from dcm2tfrec.errors import Failure
+from dcm2tfrec.labels import Row
+from dcm2tfrec.parts import PART_PREFIX, ShardPlanner, assemble, part_name, write_part
+from dcm2tfrec.shards import ShardWriter
+from dcm2tfrec.storage.posix import PosixStore
+from dcm2tfrec.testing import anatomy, write_dicom
+from dcm2tfrec.worker import Task, process_row
+
+from .helpers import sha256
+
+
+def _results(tmp_path: Path, count: int) -> list:
+    images = tmp_path / "img"
+    rows = []
+    for i in range(count):
+        if i % 5 != 3:  # every fifth row is missing: a failure between records
+            write_dicom(images / f"{i}.dcm", anatomy(24, 24, 0, 4000, np.uint16, i), bits_stored=12)
+        rows.append(Row(i + 2, f"r{i}", f"{i}.dcm", i % 2))
+    task = Task(images, ImageSpec(width=16, height=16))
+    return [process_row(row, task) for row in rows]
+
+
+def test_parts_assembled_into_shards_equal_the_one_writer_shards(tmp_path: Path) -> None:
+    results = _results(tmp_path, 23)
+    one = PosixStore(str(tmp_path / "one"))
+    one.root.mkdir()
+    writer = ShardWriter(one, "train", 4, write_index=True)
+    for r in results:
+        if not isinstance(r, Failure):
+            writer.write(r.payload)
+    expected = writer.close()
+    two = PosixStore(str(tmp_path / "two"))
+    two.root.mkdir()
+    planner = ShardPlanner(4, 0, 0)
+    plans = []
+    for chunk in range(0, 23, 5):
+        part = write_part(two, part_name("train", chunk // 5), results[chunk : chunk + 5])
+        duplicate = write_part(two, part_name("train", chunk // 5), results[chunk : chunk + 5])  # a zombie
+        assert duplicate.name != part.name and duplicate.rows == part.rows
+        plans += planner.add(part)
+    last, failures, position = planner.close()
+    assert last is not None and not failures and position == 23
+    plans.append(last)
+    infos = [assemble(two, "train", plan, True) for plan in plans]
+    assert infos == expected
+    assert [assemble(two, "train", plan, True) for plan in plans] == expected  # a retried shard task
+    for info in expected:
+        assert sha256(one.root / info.file) == sha256(two.root / info.file)
+        assert (one.root / info.index).read_text() == (two.root / info.index).read_text()  # type: ignore[operator]
+    assert sum(p.records for p in plans) == 19 and sum(len(p.failures) for p in plans) == 4
+    assert [p.position for p in plans] == [5, 10, 15, 20, 23]  # rows 3, 8, 13 and 18 are failures
+    assert all(
+        n.startswith(PART_PREFIX)
+        for n in set(two.names()) - {i.file for i in infos} - {i.index for i in infos}
+    )
