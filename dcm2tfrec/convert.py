@@ -128,7 +128,8 @@ class _Run:
                 start, offset = tally.position - offset, offset + len(part.rows)
                 if start < len(part.rows):
                     done = sum(1 for s in journal.shards if shard_prefix(s.file) == part.prefix)
-                    size = chunk_size(len(part.rows), self.engine.workers, config.chunk_size)
+                    engine = self.engine
+                    size = chunk_size(len(part.rows), engine.workers, config.chunk_size, engine.chunk_limit)
                     todo = chunks(order(part.rows, config.shuffle, config.seed), size, start)
                     writer.segment(self.task, part.prefix, todo, done, report)
             writer.finish()

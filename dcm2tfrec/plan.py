@@ -32,9 +32,9 @@ def segments(config: ConvertConfig, rows: list[Row]) -> tuple[list[Segment], dic
     return [Segment(name, part) for name, part in assigned.items()], account
 
 
-def chunk_size(rows: int, workers: int, configured: int = 0) -> int:
-    """Rows per task: ``configured``, or up to 8 with at least 8 tasks per worker."""
-    return configured or max(1, min(8, rows // (max(1, workers) * 8)))
+def chunk_size(rows: int, workers: int, configured: int = 0, limit: int = 8) -> int:
+    """Rows per task: ``configured``, or up to ``limit`` with at least 8 tasks per worker."""
+    return configured or max(1, min(limit, rows // (max(1, workers) * 8)))
 
 
 def order(rows: list[Row], shuffle: bool, seed: int) -> list[Row]:

@@ -283,3 +283,22 @@ def test_ctrl_c_on_the_client_cancels_the_cluster_run_and_resume_goes_on(tmp_pat
     reference = tmp_path / "reference"
     assert subprocess.run([*command, "--out", str(reference)], timeout=120).returncode == 0
     assert output_bytes(out) == output_bytes(reference)
+
+
+def test_a_cluster_writing_to_s3_gives_this_machines_bytes(demo, tmp_path: Path, s3_server) -> None:
+    import copy
+
+    import fsspec
+
+    labels, images, reference = demo
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("cluster")
+    options = tuple(s3_server.items())
+    result = convert(_config(labels, images, "s3://cluster/out", dask="local:2", storage_options=options))
+    assert result.records == 12
+    folder = tmp_path / "got"
+    folder.mkdir()
+    for name in fs.ls("cluster/out", detail=False):
+        (folder / Path(name).name).write_bytes(fs.cat_file(name))
+    got, expected = output_bytes(folder), copy.deepcopy(reference)
+    assert got == expected  # no part object is left either

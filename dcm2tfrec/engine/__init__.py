@@ -18,9 +18,11 @@ Result = list[Sample | Failure]
 
 
 class Engine(ABC):
-    """An ordered executor of chunks. ``workers`` is its parallelism (the plan sizes chunks by it)."""
+    """An ordered executor of chunks. ``workers`` is its parallelism and ``chunk_limit`` the most rows
+    a chunk holds (the plan sizes chunks by both: a task's overhead decides the limit)."""
 
     workers: int
+    chunk_limit: int = 8
 
     @abstractmethod
     def start(self) -> None:

@@ -115,6 +115,8 @@ class DaskEngine(Engine):
 
     #: Chunk tasks write part objects and shard tasks assemble shards (see :mod:`..writing`).
     writes_parts = True
+    #: A Dask task costs the client and the scheduler milliseconds: chunks of up to 64 rows.
+    chunk_limit = 64
 
     def __init__(self, address: str, memory_mib: int = 0) -> None:
         self.address = address
