@@ -302,3 +302,38 @@ def test_a_cluster_writing_to_s3_gives_this_machines_bytes(demo, tmp_path: Path,
         (folder / Path(name).name).write_bytes(fs.cat_file(name))
     got, expected = output_bytes(folder), copy.deepcopy(reference)
     assert got == expected  # no part object is left either
+
+
+@pytest.mark.parametrize(
+    "points", [["row:6"], ["journal:1"], ["write:manifest.json"], ["row:3", "journal:2"]]
+)
+def test_kill_9_of_the_client_on_a_cluster_then_resume_gives_the_uninterrupted_bytes(
+    demo, tmp_path: Path, points: list[str]
+) -> None:
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .helpers import convert_args
+
+    labels, images, reference = demo
+    out = tmp_path / "out"
+    args = convert_args(labels, images, out, "--size", "32", "--records-per-shard", "5", "--index", "-q")
+    command = [sys.executable, "-m", "dcm2tfrec", *args, "--dask", "local:2"]
+    for i, point in enumerate(points):
+        env = {**os.environ, FAULTS_ENV: json.dumps({f"@{point}": "kill"})}
+        killed = subprocess.Popen(
+            [*command, *(["--resume"] if i else [])], env=env, stderr=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            _, err = killed.communicate(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(killed.pid, signal.SIGKILL)  # the killed client's cluster
+        assert killed.returncode == -9, err.decode()
+    env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 3, resumed.stderr
+    assert output_bytes(out) == reference  # shards, index files, errors.csv, manifest; no part left
