@@ -217,14 +217,15 @@ def scan(**opts: Any) -> None:
     """
     import json
 
-    from .config import parse_size
+    from .config import parse_size, storage_dict
     from .scan import iter_profile_lines, profile, write_table
     from .scan import scan as run
 
     with library_errors(), _progress_bar(opts["quiet"]) as update:
         width, height = parse_size(opts["size"])
         columns = Columns(opts["id_col"], opts["path_col"], opts["path_template"])
-        table = run(opts["images"], opts["labels"], columns, opts["workers"], update)
+        options = tuple(storage_dict(opts["storage_options"]).items())
+        table = run(opts["images"], opts["labels"], columns, opts["workers"], update, options, opts["dask"])
         write_table(table, opts["out"])
     report = profile(table, width, height, int(opts["channels"]), int(opts["bits"]))
     if opts["as_json"]:

@@ -83,6 +83,13 @@ STORAGE = _opt(
     help="KEY=VALUE for URL paths' fsspec filesystem, beyond its environment (repeatable).",
 )
 
+#: Where the work runs: shared by convert and scan.
+DASK = _opt(
+    "--dask",
+    envvar="DCM2TFREC_DASK",
+    help="Run on a Dask cluster: tcp://host:8786, a scheduler file, or local:N (N workers here).",
+)
+
 CONVERT = options(
     _opt("--labels", required=True, help="Labels CSV (UTF-8): a path or a URL (s3://, gs://, ...)."),
     _opt("--images", required=True, help="Root folder or URL; CSV paths are relative to it."),
@@ -176,11 +183,7 @@ CONVERT = options(
     _opt("--allow-outside-root", is_flag=True, help="Accept CSV paths that resolve outside --images."),
     _opt("--index", is_flag=True, help="Also write a DALI / tfrecord-package index per shard (.idx)."),
     STORAGE,
-    _opt(
-        "--dask",
-        envvar="DCM2TFREC_DASK",
-        help="Run on a Dask cluster: tcp://host:8786, a scheduler file, or local:N (N workers here).",
-    ),
+    DASK,
 )
 
 SCAN = options(
@@ -191,6 +194,8 @@ SCAN = options(
     OUTPUT_SHAPE,
     WORKERS,
     _opt("--json", "as_json", is_flag=True, help="Print the profile as JSON instead of text."),
+    STORAGE,
+    DASK,
 )
 
 INSPECT = options(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import posixpath
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,8 +22,10 @@ from joblib import Parallel, delayed
 
 from .config import Columns
 from .errors import ConfigError, DicomError, Reason, os_error_reason
+from .inputs import Options, is_folder, local_file
 from .labels import read_records, template_fields
 from .policy import decoding_plugins
+from .storage import filesystem, is_url
 
 #: The DICOM attributes a scan reads, in table order (no identifying ones).
 TAGS = (
@@ -57,19 +60,19 @@ PNG_RATIO = (0.2, 0.4)
 Progress = Callable[[int, int], None]
 
 
-def read_header(root: Path, rel: str) -> dict[str, str]:
-    """The table row of one file: its header values, or ``error`` / ``message`` when unreadable."""
+def read_header(root: str | Path, rel: str, options: Options = ()) -> dict[str, str]:
+    """The table row of one file (under a folder or a URL): its header values, or ``error`` /
+    ``message`` when unreadable."""
     from .dicom import read_dataset, tag_text
-    from .inputs import resolve_path
 
     row = dict.fromkeys(HEADER_COLUMNS, "")
     row["path"] = rel
     try:
-        path = resolve_path(root, rel, allow_outside_root=True)
-        row["file_size"] = str(path.stat().st_size)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # forced reads of non-DICOM files warn; the row says it
-            ds = read_dataset(path, headers_only=True)
+        with local_file(os.fspath(root), rel, True, options) as path:
+            row["file_size"] = str(path.stat().st_size)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # forced reads of non-DICOM files warn; the row says it
+                ds = read_dataset(path, headers_only=True)
         if "SOPClassUID" not in ds and "Rows" not in ds:
             raise DicomError(Reason.NOT_DICOM, "no SOP Class UID and no image attributes")
     except DicomError as exc:
@@ -88,12 +91,17 @@ def read_header(root: Path, rel: str) -> dict[str, str]:
     return row
 
 
-def _read_chunk(root: Path, paths: list[str]) -> list[dict[str, str]]:
-    return [read_header(root, rel) for rel in paths]
+def _read_chunk(root: str, paths: list[str], options: Options = ()) -> list[dict[str, str]]:
+    return [read_header(root, rel, options) for rel in paths]
 
 
-def find_files(root: Path) -> list[str]:
-    """Every regular file under ``root`` (hidden files and folders skipped), relative, sorted."""
+def find_files(root: str | Path, options: Options = ()) -> list[str]:
+    """Every file under ``root`` (a folder or a URL; hidden files and folders skipped), relative, sorted."""
+    root = os.fspath(root)
+    if is_url(root):
+        fs, base = filesystem(root, dict(options))
+        names = [posixpath.relpath(p, base) for p in fs.find(base)]
+        return sorted(n for n in names if not any(part.startswith(".") for part in n.split("/")))
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -112,9 +120,11 @@ class ScanTable:
     labels: str | None = None
 
 
-def _label_paths(labels: str, columns: Columns) -> tuple[list[str], list[dict[str, str]], list[str]]:
+def _label_paths(
+    labels: str, columns: Columns, options: Options = ()
+) -> tuple[list[str], list[dict[str, str]], list[str]]:
     """The labels CSV's header, its rows as dicts, and each row's image path."""
-    table = read_records(labels)
+    table = read_records(labels, options)
     header, body = table.header, table.records
     names = [columns.path_col] if not columns.path_template else []
     missing = [c for c in [columns.id_col, *names] if c and c not in header]
@@ -131,30 +141,49 @@ def _label_paths(labels: str, columns: Columns) -> tuple[list[str], list[dict[st
     return header, rows, paths
 
 
+def _in_parallel(
+    root: str, chunks: list[list[str]], workers: int, options: Options, dask: str | None
+) -> Iterator[list[dict[str, str]]]:
+    """Each chunk's rows, in order: on a Dask cluster, or in joblib's worker processes here."""
+    if dask:
+        from .engine.dask import DaskEngine
+
+        engine = DaskEngine(dask)
+        with engine:
+            yield from engine.map_in_order(_read_chunk, [(root, c, options) for c in chunks])
+        return
+    parallel = Parallel(n_jobs=workers or -1, return_as="generator", batch_size=1)
+    yield from parallel(delayed(_read_chunk)(root, c, options) for c in chunks)
+
+
 def scan(
     images: str | Path,
     labels: str | Path | None = None,
     columns: Columns | None = None,
     workers: int = 0,
     progress: Progress | None = None,
+    storage_options: Options = (),
+    dask: str | None = None,
 ) -> ScanTable:
-    """Read every file's header under ``images`` (or each file the labels CSV names, joined to its
-    row) in parallel; never reads pixel data."""
-    images = Path(images)
-    if not images.is_dir():
-        raise ConfigError(f"images folder {images} does not exist or is not a folder")
+    """Read every file's header under ``images`` (a folder or a URL; or each file the labels CSV
+    names, joined to its row) in parallel, here or on a Dask cluster; never reads pixel data."""
+    root = os.fspath(images)
+    if not is_folder(root, storage_options):
+        raise ConfigError(f"images folder {root} does not exist or is not a folder")
     label_header: list[str] = []
     label_rows: list[dict[str, str]] = []
     if labels is not None:
-        label_header, label_rows, paths = _label_paths(str(labels), columns or Columns())
+        label_header, label_rows, paths = _label_paths(
+            os.fspath(labels), columns or Columns(), storage_options
+        )
     else:
-        paths = find_files(images)
-    root = images.resolve()
+        paths = find_files(root, storage_options)
+    if not is_url(root):
+        root = str(Path(root).resolve())
     size = max(1, min(64, len(paths) // ((workers or os.cpu_count() or 1) * 8)))
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
     results: list[dict[str, str]] = []
-    parallel = Parallel(n_jobs=workers or -1, return_as="generator", batch_size=1)
-    for chunk in parallel(delayed(_read_chunk)(root, c) for c in chunks):
+    for chunk in _in_parallel(root, chunks, workers, storage_options, dask):
         results.extend(chunk)
         if progress:
             progress(len(results), len(paths))

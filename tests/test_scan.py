@@ -128,3 +128,18 @@ def test_scan_refuses_other_table_formats(folder: Path, tmp_path: Path) -> None:
         cli, ["scan", "--images", str(folder / "images"), "--out", str(tmp_path / "t.xlsx")]
     )
     assert result.exit_code == 2 and ".csv or .parquet" in result.output
+
+
+def test_scan_over_s3_and_on_a_cluster_gives_the_local_table(folder: Path, tmp_path: Path, s3_server) -> None:
+    import fsspec
+
+    pytest.importorskip("distributed")
+    local = scan(folder / "images", workers=1)
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("scan")
+    fs.put(str(folder / "images"), "scan/images", recursive=True)
+    options = tuple(s3_server.items())
+    remote = scan("s3://scan/images", workers=1, storage_options=options)
+    clustered = scan(folder / "images", dask="local:2")
+    assert remote.rows == local.rows and clustered.rows == local.rows
+    assert len(local.rows) > 10 and {r["error"] for r in local.rows} >= {"", "not_dicom"}

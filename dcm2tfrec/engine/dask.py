@@ -177,6 +177,13 @@ class DaskEngine(Engine):
             futures[index] = None  # its bytes are the writer's now
             yield result
 
+    def map_in_order(self, function: Any, arguments: list[tuple[Any, ...]]) -> Iterator[Any]:
+        """``function(*args)`` for each argument tuple, on the cluster, results in order."""
+        self.start()
+        yield from self._in_order(
+            lambda i: self._client.submit(function, *arguments[i], pure=False), len(arguments)
+        )
+
     def results(self, task: Task, chunks: list[list[Row]], timeout: float) -> Iterator[Result]:
         self.start()
 
