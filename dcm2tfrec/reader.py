@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -21,7 +21,7 @@ from .policy import VALUE_OFFSET_16
 from .records import CLASS_NAME, MASK, SCHEMA
 from .sources import FsspecFiles, ShardSet, Source, cache_folder, cached, resolve
 from .storage import protocol
-from .tfrecord import count_records
+from .tfrecord import count_records, iter_records
 
 _DTYPES = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
 
@@ -59,6 +59,31 @@ def resolve_source(source: Source, storage_options: dict[str, Any] | None = None
     URL TensorFlow's file systems read, or any fsspec URL), with their manifest when there is one."""
     scheme = _remote(source)
     return resolve(source, FsspecFiles(scheme, storage_options) if scheme else _GFiles())
+
+
+def _check_remote_sizes(shards: ShardSet, files: FsspecFiles) -> None:
+    for path, size in zip(shards.files, shards.sizes, strict=True):
+        actual = files.fs.size(path.split("://", 1)[-1]) if files.exists(path) else None
+        if actual is None:
+            raise ShardError(f"{path}: shard file is missing")
+        if size is not None and actual != size:
+            raise ShardError(
+                f"{path}: {actual} bytes, the manifest says {size} (truncated, appended or replaced)"
+            )
+
+
+def _streamed(path: tf.Tensor, files: FsspecFiles) -> tf.data.Dataset:
+    """One remote shard's records, read through fsspec with both CRCs checked."""
+
+    def records(name: bytes) -> Iterator[bytes]:
+        url = name.decode()
+        with files.fs.open(url.split("://", 1)[-1], "rb") as handle:
+            for _, data in iter_records(handle, url):
+                yield data
+
+    return tf.data.Dataset.from_generator(
+        records, args=(path,), output_signature=tf.TensorSpec((), tf.string)
+    )
 
 
 def _local_shards(
@@ -235,6 +260,7 @@ def make_dataset(
     exclude: str | Sequence[str] | None = None,
     storage_options: dict[str, Any] | None = None,
     cache_dir: str | None = None,
+    streaming: bool = False,
 ) -> tf.data.Dataset:
     """A batched ``tf.data.Dataset`` of ``(image, target)`` (or a dict of every feature).
 
@@ -249,15 +275,22 @@ def make_dataset(
     ``split`` / ``exclude`` pick splits or folds by name (``exclude="fold3"``: all folds but 3).
     A URL TensorFlow cannot read itself (``s3://``, ``az://``; ``gs://`` it reads) goes through fsspec
     with ``storage_options``: its shards are downloaded once into ``cache_dir`` (default
-    ``~/.cache/dcm2tfrec``), verified against the manifest's SHA-256 on the way.
+    ``~/.cache/dcm2tfrec``), verified against the manifest's SHA-256 on the way; with ``streaming``
+    they are read through fsspec instead (for data larger than the local disk; both CRCs of every
+    record are still checked, ``check`` then compares sizes only).
     With ``with_features`` the dict also holds the extra columns and DICOM tags, ``mask``
     (decoded, uint8, (H, W, 1)) and ``class_name`` when the run had them.
     """
     shards = select(resolve_source(source, storage_options), split, exclude)
     if num_shards > 1:
         shards = shard_files(shards, num_shards, index)
-    shards = _local_shards(shards, source, storage_options, cache_dir)
-    check_shards(shards, check)
+    scheme = _remote(source)
+    remote = FsspecFiles(scheme, storage_options) if scheme and streaming else None
+    if remote is None:
+        shards = _local_shards(shards, source, storage_options, cache_dir)
+        check_shards(shards, check)
+    elif check != "none":
+        _check_remote_sizes(shards, remote)
     image_cfg = _image_config(shards.manifest)
     bits = int(image_cfg.get("bits", 8))
     win = _window(window, shards.manifest)
@@ -286,7 +319,9 @@ def make_dataset(
     if shuffle:
         files = files.shuffle(len(shards.files), seed=seed, reshuffle_each_iteration=True)
     ds = files.interleave(
-        lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
+        (lambda f: _streamed(f, remote))
+        if remote
+        else (lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20)),
         cycle_length=max(1, min(cycle_length, len(shards.files))),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,

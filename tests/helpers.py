@@ -168,3 +168,15 @@ def descendants(pid: int) -> set[int]:
         found.update(children)
         frontier += children
     return found
+
+
+def write_rows(root: Path, count: int, side: int = 32, width: int = 2) -> tuple[Path, Path]:
+    """``count`` 12-bit anatomy images of ``side`` x ``side`` under ``root/img``, ids ``r00``..,
+    targets alternating, and their labels CSV; returns (labels, images)."""
+    from dcm2tfrec.testing import anatomy, write_dicom
+
+    rows = []
+    for i in range(count):
+        write_dicom(root / "img" / f"{i}.dcm", anatomy(side, side, 0, 4000, np.uint16, i % 9), bits_stored=12)
+        rows.append({"image_id": f"r{i:0{width}d}", "path": f"{i}.dcm", "target": i % 2})
+    return write_labels(root / "labels.csv", rows), root / "img"

@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dcm2tfrec.config import ConvertConfig, ImageSpec
 from dcm2tfrec.convert import convert
 from dcm2tfrec.faults import FAULTS_ENV
-from dcm2tfrec.testing import anatomy, make_demo, write_dicom
+from dcm2tfrec.testing import make_demo
 
-from .helpers import output_bytes, write_labels
+from .helpers import output_bytes, write_rows
 
 pytest.importorskip("distributed")
 
@@ -41,11 +40,7 @@ def test_a_local_cluster_gives_this_machines_bytes(demo, tmp_path: Path) -> None
 
 
 def test_a_crash_or_a_hang_on_the_cluster_costs_only_its_row(tmp_path: Path, monkeypatch) -> None:
-    rows = []
-    for i in range(12):
-        write_dicom(tmp_path / "img" / f"{i}.dcm", anatomy(32, 32, 0, 4000, np.uint16, i), bits_stored=12)
-        rows.append({"image_id": f"r{i:02d}", "path": f"{i}.dcm", "target": i % 2})
-    labels = write_labels(tmp_path / "labels.csv", rows)
+    labels, _ = write_rows(tmp_path, 12)
     clean = convert(_config(labels, tmp_path / "img", tmp_path / "clean", workers=2))
     monkeypatch.setenv(FAULTS_ENV, json.dumps({"r03": "segfault", "r07": "hang", "r09": "memory"}))
     result = convert(
@@ -169,13 +164,7 @@ def test_kill_9_of_a_dask_worker_mid_run_changes_nothing(tmp_path: Path, dask_pa
 
     from .helpers import live_processes
 
-    rows = []
-    for i in range(160):
-        write_dicom(
-            tmp_path / "img" / f"{i}.dcm", anatomy(384, 384, 0, 4000, np.uint16, i % 9), bits_stored=12
-        )
-        rows.append({"image_id": f"r{i:03d}", "path": f"{i}.dcm", "target": i % 2})
-    labels = write_labels(tmp_path / "labels.csv", rows)
+    labels, _ = write_rows(tmp_path, 160, side=384, width=3)
     reference = tmp_path / "reference"
     convert(_config(labels, tmp_path / "img", reference, workers=2))
     scheduler_file, _ = dask_pair()
@@ -236,13 +225,7 @@ def test_ctrl_c_on_the_client_cancels_the_cluster_run_and_resume_goes_on(tmp_pat
     import sys
     import time
 
-    rows = []
-    for i in range(200):
-        write_dicom(
-            tmp_path / "img" / f"{i}.dcm", anatomy(384, 384, 0, 4000, np.uint16, i % 9), bits_stored=12
-        )
-        rows.append({"image_id": f"r{i:03d}", "path": f"{i}.dcm", "target": i % 2})
-    labels = write_labels(tmp_path / "labels.csv", rows)
+    labels, _ = write_rows(tmp_path, 200, side=384, width=3)
     out = tmp_path / "out"
     args = [
         "--labels",

@@ -93,18 +93,11 @@ def test_a_hanging_row_costs_one_timeout_and_the_other_rows_go_on(tmp_path: Path
     import json
     import time
 
-    import numpy as np
-
     from dcm2tfrec.faults import FAULTS_ENV
-    from dcm2tfrec.testing import anatomy, write_dicom
 
-    from .helpers import write_labels
+    from .helpers import write_rows
 
-    rows = []
-    for i in range(32):
-        write_dicom(tmp_path / "img" / f"{i}.dcm", anatomy(32, 32, 0, 4000, np.uint16, i), bits_stored=12)
-        rows.append({"image_id": f"r{i:02d}", "path": f"{i}.dcm", "target": 0})
-    labels = write_labels(tmp_path / "labels.csv", rows)
+    labels, _ = write_rows(tmp_path, 32)
     monkeypatch.setenv(FAULTS_ENV, json.dumps({"r01": "hang", "r20": "kill"}))
     config = ConvertConfig(labels, tmp_path / "img", tmp_path / "out", workers=2, chunk_size=8, timeout=4.0)
     started = time.monotonic()

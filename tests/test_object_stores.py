@@ -203,3 +203,29 @@ def test_inspect_reads_an_object_store_folder(demo, s3_server) -> None:
     fs.pipe_file(shard, fs.cat_file(shard)[:-5])
     result = CliRunner().invoke(cli, ["inspect", "s3://inspect/out", *options])
     assert result.exit_code == 2 and "s3://inspect/out/train-00001-4.tfrec" in result.output
+
+
+def test_the_reader_streams_s3_without_a_cache_and_checks_every_crc(demo, tmp_path: Path, s3_server) -> None:
+    from dcm2tfrec.reader import make_dataset
+
+    labels, images, _ = demo
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("stream")
+    convert(_config(labels, images, "s3://stream/out", storage_options=_options(s3_server)))
+    local = tmp_path / "local"
+    convert(_config(labels, images, local))
+    expected = _records(make_dataset(local, batch_size=4, with_features=True))
+    streamed = make_dataset(
+        "s3://stream/out", batch_size=4, with_features=True, storage_options=s3_server, streaming=True
+    )
+    assert _records(streamed) == expected and len(streamed) == 3
+    shard = "stream/out/train-00001-4.tfrec"
+    data = bytearray(fs.cat_file(shard))
+    data[100] ^= 1  # same size: only the record CRC can tell
+    fs.pipe_file(shard, bytes(data))
+    with pytest.raises(Exception, match="CRC mismatch"):
+        _records(
+            make_dataset(
+                "s3://stream/out", batch_size=4, with_features=True, storage_options=s3_server, streaming=True
+            )
+        )
