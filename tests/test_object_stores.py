@@ -229,3 +229,22 @@ def test_the_reader_streams_s3_without_a_cache_and_checks_every_crc(demo, tmp_pa
                 "s3://stream/out", batch_size=4, with_features=True, storage_options=s3_server, streaming=True
             )
         )
+
+
+def test_uploads_a_killed_run_left_incomplete_are_aborted_and_others_kept(demo, s3_server) -> None:
+    labels, images, _ = demo
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("uploads")
+    for key in ("out/train-00000-4.tfrec", "out/.dcm2tfrec.part-train-000001-abc", "out/mine.bin"):
+        upload = fs.call_s3("create_multipart_upload", Bucket="uploads", Key=key)
+        fs.call_s3(
+            "upload_part",
+            Bucket="uploads",
+            Key=key,
+            PartNumber=1,
+            UploadId=upload["UploadId"],
+            Body=b"x" * 100,
+        )
+    convert(_config(labels, images, "s3://uploads/out", storage_options=_options(s3_server)))
+    left = fs.call_s3("list_multipart_uploads", Bucket="uploads").get("Uploads", [])
+    assert [u["Key"] for u in left] == ["out/mine.bin"]  # not ours: kept

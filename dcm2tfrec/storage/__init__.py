@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from ..errors import ConfigError
@@ -162,6 +163,11 @@ class Store(ABC):
     @abstractmethod
     def delete(self, name: str) -> None:
         """Remove ``name`` if it is there."""
+
+    def abort_uploads(self, ours: Callable[[str], bool]) -> list[str]:
+        """Abort uploads left incomplete in the folder (by a killed run) for names ``ours`` accepts;
+        return those names. Only object stores have them."""
+        return []
 
     @abstractmethod
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:

@@ -18,7 +18,7 @@ import posixpath
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..errors import ConfigError, OutputError
@@ -171,6 +171,22 @@ class FsspecStore(Store):
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(name))
+
+    def abort_uploads(self, ours: Callable[[str], bool]) -> list[str]:
+        if not self._exclusive:  # S3 only: other stores have no multipart uploads to leave behind
+            return []
+        bucket, _, prefix = self.root.partition("/")
+        prefix = f"{prefix}/" if prefix else ""
+        found = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix).get("Uploads", [])
+        aborted = []
+        for upload in found:
+            name = upload["Key"][len(prefix) :]
+            if "/" not in name and ours(name):
+                self.fs.call_s3(
+                    "abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                aborted.append(name)
+        return aborted
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:

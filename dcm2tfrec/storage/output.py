@@ -28,7 +28,12 @@ def looks_ours(name: str) -> bool:
     """Whether a file name has the shape of one dcm2tfrec writes in an output folder."""
     if name.endswith(INDEX_SUFFIX):
         name = name.removesuffix(INDEX_SUFFIX) + SHARD_SUFFIX
-    return bool(SHARD_NAME.match(name)) or name.endswith(PARTIAL_SUFFIX) or name in (*_FIXED, LOCK_NAME)
+    return (
+        bool(SHARD_NAME.match(name))
+        or name.endswith(PARTIAL_SUFFIX)
+        or name.startswith(PART_PREFIX)
+        or name in (*_FIXED, LOCK_NAME)
+    )
 
 
 def _prefixes(config: dict[str, Any]) -> set[str]:
@@ -153,6 +158,11 @@ def clear_output(store: Store, keep: frozenset[str] = frozenset()) -> list[str]:
         ours = owned(store)
         for name in sorted(ours - keep - {LOCK_NAME}):
             store.delete(name)
+        aborted = store.abort_uploads(looks_ours)  # a killed run's uploads: this run holds the lock
+        if aborted:
+            log.info(
+                "aborted %d incomplete upload(s) left by a killed run: %s", len(aborted), ", ".join(aborted)
+            )
         kept = [n for n in store.names() if looks_ours(n) and n not in ours]
     except OSError as exc:
         raise OutputError(f"cannot clear --out {store.location}: {exc.strerror or exc}") from None
