@@ -320,3 +320,47 @@ def test_kill_9_of_the_client_on_a_cluster_then_resume_gives_the_uninterrupted_b
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 3, resumed.stderr
     assert output_bytes(out) == reference  # shards, index files, errors.csv, manifest; no part left
+
+
+def test_kill_9_of_a_cluster_client_writing_to_s3_then_resume_gives_the_uninterrupted_bytes(
+    demo, tmp_path: Path, s3_server
+) -> None:
+    import contextlib
+    import copy
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import fsspec
+
+    from .helpers import convert_args
+
+    labels, images, reference = demo
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("cluster-kill")
+    options = [arg for key, value in s3_server.items() for arg in ("--storage-option", f"{key}={value}")]
+    args = convert_args(
+        labels, images, "s3://cluster-kill/out", "--size", "32", "--records-per-shard", "5", "--index"
+    )
+    command = [sys.executable, "-m", "dcm2tfrec", *args, "-q", "--dask", "local:2", *options]
+    for i, point in enumerate(["row:7", "journal:1"]):
+        env = {**os.environ, FAULTS_ENV: json.dumps({f"@{point}": "kill"})}
+        killed = subprocess.Popen(
+            [*command, *(["--resume"] if i else [])], env=env, stderr=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            _, err = killed.communicate(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(killed.pid, signal.SIGKILL)
+        assert killed.returncode == -9, err.decode()
+    env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 3, resumed.stderr
+    folder = tmp_path / "got"
+    folder.mkdir()
+    for name in fs.ls("cluster-kill/out", detail=False):
+        (folder / Path(name).name).write_bytes(fs.cat_file(name))
+    assert output_bytes(folder) == copy.deepcopy(reference)
+    assert fs.call_s3("list_multipart_uploads", Bucket="cluster-kill").get("Uploads", []) == []
