@@ -19,11 +19,18 @@ from dataclasses import dataclass, field
 from .errors import Failure, OutputError
 from .records import Sample
 from .shards import ShardInfo, index_name, shard_name, shard_stem
-from .storage import Store
+from .storage import PARTIAL_SUFFIX, Store
 from .tfrecord import frame, index_text
 
 #: Part objects' names start with this (hidden, and recognisably ours).
 PART_PREFIX = ".dcm2tfrec.part-"
+
+
+def is_part(name: str) -> bool:
+    """Whether a name is a part object's, or the temporary one of a part being written."""
+    return name.startswith(PART_PREFIX) or (
+        name.startswith(f".{PART_PREFIX}") and name.endswith(PARTIAL_SUFFIX)
+    )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from .errors import Failure
 from .faults import fault_point
 from .journal import Journal, Step
 from .labels import Row
-from .parts import PART_PREFIX, Part, ShardPlan, ShardPlanner
+from .parts import Part, ShardPlan, ShardPlanner, is_part
 from .records import Sample
 from .shards import ShardInfo, ShardWriter
 from .storage import Store
@@ -133,9 +133,10 @@ class PartsWriter:
                 self.store.delete(name)
 
     def finish(self) -> None:
-        """Remove every part left (those of duplicated or retried tasks that no shard read)."""
+        """Remove every part left (those of duplicated or retried tasks that no shard read), and
+        what a task killed while writing one left."""
         for name in self.store.names():
-            if name.startswith(PART_PREFIX):
+            if is_part(name):
                 self.store.delete(name)
 
     def abort(self) -> None:

@@ -180,3 +180,29 @@ def write_rows(root: Path, count: int, side: int = 32, width: int = 2) -> tuple[
         write_dicom(root / "img" / f"{i}.dcm", anatomy(side, side, 0, 4000, np.uint16, i % 9), bits_stored=12)
         rows.append({"image_id": f"r{i:0{width}d}", "path": f"{i}.dcm", "target": i % 2})
     return write_labels(root / "labels.csv", rows), root / "img"
+
+
+def killed_at(command: list[str], points: list[str], **popen: Any) -> None:
+    """Run ``command`` once per fault point, SIGKILLed there (``--resume`` from the second run on),
+    asserting each run died at its point; whatever the run started (a cluster) is killed with it."""
+    import contextlib
+    import signal
+    import subprocess
+
+    from dcm2tfrec.faults import FAULTS_ENV
+
+    for i, point in enumerate(points):
+        env = {**os.environ, FAULTS_ENV: json.dumps({f"@{point}": "kill"})}
+        killed = subprocess.Popen(
+            [*command, *(["--resume"] if i else [])],
+            env=env,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            **popen,
+        )
+        try:
+            _, err = killed.communicate(timeout=180)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(killed.pid, signal.SIGKILL)
+        assert killed.returncode == -9, f"the fault point {point} was never reached: {err.decode()}"

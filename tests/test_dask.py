@@ -13,7 +13,7 @@ from dcm2tfrec.convert import convert
 from dcm2tfrec.faults import FAULTS_ENV
 from dcm2tfrec.testing import make_demo
 
-from .helpers import output_bytes, write_rows
+from .helpers import killed_at, output_bytes, write_rows
 
 pytest.importorskip("distributed")
 
@@ -293,9 +293,7 @@ def test_a_cluster_writing_to_s3_gives_this_machines_bytes(demo, tmp_path: Path,
 def test_kill_9_of_the_client_on_a_cluster_then_resume_gives_the_uninterrupted_bytes(
     demo, tmp_path: Path, points: list[str]
 ) -> None:
-    import contextlib
     import os
-    import signal
     import subprocess
     import sys
 
@@ -305,17 +303,7 @@ def test_kill_9_of_the_client_on_a_cluster_then_resume_gives_the_uninterrupted_b
     out = tmp_path / "out"
     args = convert_args(labels, images, out, "--size", "32", "--records-per-shard", "5", "--index", "-q")
     command = [sys.executable, "-m", "dcm2tfrec", *args, "--dask", "local:2"]
-    for i, point in enumerate(points):
-        env = {**os.environ, FAULTS_ENV: json.dumps({f"@{point}": "kill"})}
-        killed = subprocess.Popen(
-            [*command, *(["--resume"] if i else [])], env=env, stderr=subprocess.PIPE, start_new_session=True
-        )
-        try:
-            _, err = killed.communicate(timeout=120)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(killed.pid, signal.SIGKILL)  # the killed client's cluster
-        assert killed.returncode == -9, err.decode()
+    killed_at(command, points)
     env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 3, resumed.stderr
@@ -325,10 +313,8 @@ def test_kill_9_of_the_client_on_a_cluster_then_resume_gives_the_uninterrupted_b
 def test_kill_9_of_a_cluster_client_writing_to_s3_then_resume_gives_the_uninterrupted_bytes(
     demo, tmp_path: Path, s3_server
 ) -> None:
-    import contextlib
     import copy
     import os
-    import signal
     import subprocess
     import sys
 
@@ -344,17 +330,7 @@ def test_kill_9_of_a_cluster_client_writing_to_s3_then_resume_gives_the_uninterr
         labels, images, "s3://cluster-kill/out", "--size", "32", "--records-per-shard", "5", "--index"
     )
     command = [sys.executable, "-m", "dcm2tfrec", *args, "-q", "--dask", "local:2", *options]
-    for i, point in enumerate(["row:7", "journal:1"]):
-        env = {**os.environ, FAULTS_ENV: json.dumps({f"@{point}": "kill"})}
-        killed = subprocess.Popen(
-            [*command, *(["--resume"] if i else [])], env=env, stderr=subprocess.PIPE, start_new_session=True
-        )
-        try:
-            _, err = killed.communicate(timeout=120)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(killed.pid, signal.SIGKILL)
-        assert killed.returncode == -9, err.decode()
+    killed_at(command, ["row:7", "journal:1"])
     env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 3, resumed.stderr

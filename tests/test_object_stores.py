@@ -17,7 +17,7 @@ from dcm2tfrec.convert import convert
 from dcm2tfrec.errors import ConfigError
 from dcm2tfrec.testing import make_demo
 
-from .helpers import convert_args, output_bytes
+from .helpers import convert_args, killed_at, output_bytes
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +139,7 @@ def test_kill_9_of_the_client_then_resume_on_s3_gives_the_uninterrupted_bytes(
         labels, images, f"s3://{bucket}/out", "--size", "32", "--records-per-shard", "4", "--index"
     )
     command = [sys.executable, "-m", "dcm2tfrec", *args, "--workers", "1", "-q", *options]
-    for i, point in enumerate(points):
-        env = {**os.environ, FAULTS_ENV: json.dumps({f"@{point}": "kill"})}
-        killed = subprocess.run(
-            [*command, *(["--resume"] if i else [])], env=env, capture_output=True, timeout=120
-        )
-        assert killed.returncode == -9, killed.stderr.decode()
+    killed_at(command, points)
     env = {k: v for k, v in os.environ.items() if k != FAULTS_ENV}
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 3, resumed.stderr
@@ -161,17 +156,23 @@ def _records(dataset: Any) -> list[tuple[str, int, bytes]]:
     )
 
 
-def test_the_reader_reads_s3_through_a_verified_cache(demo, tmp_path: Path, s3_server) -> None:
-    from dcm2tfrec.errors import ShardError
+def _on_s3_and_here(demo, tmp_path: Path, s3_server, bucket: str) -> tuple[Any, list[tuple[str, int, bytes]]]:
+    """The demo converted to ``s3://bucket/out`` and to a local folder; the local records."""
     from dcm2tfrec.reader import make_dataset
 
     labels, images, _ = demo
     fs = fsspec.filesystem("s3", **s3_server)
-    fs.mkdir("reader")
-    convert(_config(labels, images, "s3://reader/out", storage_options=_options(s3_server)))
-    local = tmp_path / "local"
-    convert(_config(labels, images, local))
-    expected = _records(make_dataset(local, batch_size=4, with_features=True))
+    fs.mkdir(bucket)
+    convert(_config(labels, images, f"s3://{bucket}/out", storage_options=_options(s3_server)))
+    convert(_config(labels, images, tmp_path / "local"))
+    return fs, _records(make_dataset(tmp_path / "local", batch_size=4, with_features=True))
+
+
+def test_the_reader_reads_s3_through_a_verified_cache(demo, tmp_path: Path, s3_server) -> None:
+    from dcm2tfrec.errors import ShardError
+    from dcm2tfrec.reader import make_dataset
+
+    fs, expected = _on_s3_and_here(demo, tmp_path, s3_server, "reader")
     cache = tmp_path / "cache"
     got = make_dataset(
         "s3://reader/out", batch_size=4, with_features=True, storage_options=s3_server, cache_dir=str(cache)
@@ -208,13 +209,7 @@ def test_inspect_reads_an_object_store_folder(demo, s3_server) -> None:
 def test_the_reader_streams_s3_without_a_cache_and_checks_every_crc(demo, tmp_path: Path, s3_server) -> None:
     from dcm2tfrec.reader import make_dataset
 
-    labels, images, _ = demo
-    fs = fsspec.filesystem("s3", **s3_server)
-    fs.mkdir("stream")
-    convert(_config(labels, images, "s3://stream/out", storage_options=_options(s3_server)))
-    local = tmp_path / "local"
-    convert(_config(labels, images, local))
-    expected = _records(make_dataset(local, batch_size=4, with_features=True))
+    fs, expected = _on_s3_and_here(demo, tmp_path, s3_server, "stream")
     streamed = make_dataset(
         "s3://stream/out", batch_size=4, with_features=True, storage_options=s3_server, streaming=True
     )

@@ -62,3 +62,20 @@ def test_parts_assembled_into_shards_equal_the_one_writer_shards(tmp_path: Path)
         n.startswith(PART_PREFIX)
         for n in set(two.names()) - {i.file for i in infos} - {i.index for i in infos}
     )
+
+
+def test_parts_and_parts_being_written_of_an_interrupted_run_are_ours(tmp_path: Path) -> None:
+    from dcm2tfrec.journal import Journal
+    from dcm2tfrec.storage.output import owned
+
+    store = PosixStore(str(tmp_path))
+    Journal(store, {"config": {"prefix": "train"}}, []).close()
+    names = [
+        f"{PART_PREFIX}train-000001-abc",
+        f".{PART_PREFIX}train-000002-def.partial",
+        ".mine.partial",
+        "x.bin",
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert owned(store) >= set(names[:2]) and not owned(store) & set(names[2:])

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ConfigError, OutputError
 from ..journal import JOURNAL_FORMAT, JOURNAL_NAME, read_journal
 from ..manifest import ERRORS_NAME, MANIFEST_NAME, parse_manifest
-from ..parts import PART_PREFIX
+from ..parts import is_part
 from ..shards import INDEX_SUFFIX, SHARD_NAME, SHARD_SUFFIX, shard_prefix
 from ..splits import fold_names
 from . import PARTIAL_SUFFIX, Store, temporary_name
@@ -31,7 +31,7 @@ def looks_ours(name: str) -> bool:
     return (
         bool(SHARD_NAME.match(name))
         or name.endswith(PARTIAL_SUFFIX)
-        or name.startswith(PART_PREFIX)
+        or is_part(name)
         or name in (*_FIXED, LOCK_NAME)
     )
 
@@ -85,7 +85,7 @@ def _from_journal(store: Store, names: set[str]) -> tuple[set[str], set[str]]:
     journaled = [s.shard.to_json() for s in steps if s.shard]
     ours = {JOURNAL_NAME, *(n for n in (ERRORS_NAME, MANIFEST_NAME) if n in names)}
     ours |= {n for n in names if n.startswith(f"{JOURNAL_NAME}.") and n[len(JOURNAL_NAME) + 1 :].isdigit()}
-    ours |= {n for n in names if n.startswith(PART_PREFIX)}  # a cluster run's part objects
+    ours |= {n for n in names if is_part(n)}  # a cluster run's parts, written or being written
     ours |= _listed(store, names, journaled)
     done = {p: sum(1 for s in journaled if shard_prefix(s["file"]) == p) for p in prefixes}
     for name in names:
