@@ -22,7 +22,7 @@ from .labels import Labels, read_labels
 from .plan import chunk_size, chunks, order, segments
 from .records import run_schema, tag_kinds
 from .shards import ShardInfo, shard_prefix
-from .storage import Store, is_url, open_store
+from .storage import Store, is_url, open_store, protocol
 from .storage.output import LOCK_NAME, check_output, clear_output
 from .worker import Task
 from .writing import OrderedWriter, PartsWriter, Tally, writer_for
@@ -87,6 +87,8 @@ def convert(
     """
     labels = read_labels(config.labels, config.columns, config.storage_options)
     task = _task(config, labels)
+    if config.dask and "memory" in (protocol(config.out), protocol(config.images)):
+        raise ConfigError("memory:// lives in one process: a Dask cluster can neither read nor write it")
     store = open_store(config.out, config.storage)
     with contextlib.ExitStack() as stack:
         stack.enter_context(store.lock(LOCK_NAME))  # first: a folder in use is refused as such

@@ -340,3 +340,24 @@ def test_kill_9_of_a_cluster_client_writing_to_s3_then_resume_gives_the_uninterr
         (folder / Path(name).name).write_bytes(fs.cat_file(name))
     assert output_bytes(folder) == copy.deepcopy(reference)
     assert fs.call_s3("list_multipart_uploads", Bucket="cluster-kill").get("Uploads", []) == []
+
+
+def test_a_real_scheduler_and_workers_writing_to_s3_give_the_same_bytes(
+    demo, tmp_path: Path, dask_pair, s3_server
+) -> None:
+    import fsspec
+    from distributed import Client
+
+    labels, images, reference = demo
+    scheduler_file, _ = dask_pair()
+    with Client(scheduler_file=str(scheduler_file)) as client:
+        client.wait_for_workers(2, timeout=60)
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("pair")
+    options = tuple(s3_server.items())
+    convert(_config(labels, images, "s3://pair/out", dask=str(scheduler_file), storage_options=options))
+    folder = tmp_path / "got"
+    folder.mkdir()
+    for name in fs.ls("pair/out", detail=False):
+        (folder / Path(name).name).write_bytes(fs.cat_file(name))
+    assert output_bytes(folder) == reference

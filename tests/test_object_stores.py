@@ -243,3 +243,26 @@ def test_uploads_a_killed_run_left_incomplete_are_aborted_and_others_kept(demo, 
     convert(_config(labels, images, "s3://uploads/out", storage_options=_options(s3_server)))
     left = fs.call_s3("list_multipart_uploads", Bucket="uploads").get("Uploads", [])
     assert [u["Key"] for u in left] == ["out/mine.bin"]  # not ours: kept
+
+
+def test_a_foreign_object_under_a_published_name_fails_the_upload_and_stays(demo, s3_server) -> None:
+    from dcm2tfrec.errors import OutputError
+
+    labels, images, _ = demo
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("failed")
+    fs.pipe_file("failed/out/train-00001-4.tfrec", b"someone else's")
+    with pytest.raises(OutputError, match=r"train-00001-4\.tfrec"):
+        convert(
+            _config(labels, images, "s3://failed/out", storage_options=_options(s3_server), overwrite=True)
+        )
+    assert fs.cat_file("failed/out/train-00001-4.tfrec") == b"someone else's"
+    assert fs.call_s3("list_multipart_uploads", Bucket="failed").get("Uploads", []) == []
+    names = {n.rsplit("/", 1)[-1] for n in fs.ls("failed/out", detail=False)}
+    assert "manifest.json" not in names and "train-00000-4.tfrec" in names  # the shard before it is kept
+
+
+def test_memory_urls_cannot_go_to_a_cluster(demo) -> None:
+    labels, images, _ = demo
+    with pytest.raises(ConfigError, match="memory:// lives in one process"):
+        convert(_config(labels, images, "memory://cluster/out", dask="local:1"))
