@@ -28,8 +28,15 @@ _READER = ("make_dataset", "parse_example")
 
 def __getattr__(name: str) -> Any:
     if name in _READER:
-        from . import reader
-
+        try:
+            from . import reader
+        except ModuleNotFoundError as exc:
+            if exc.name != "tensorflow":
+                raise
+            raise ImportError(
+                f"dcm2tfrec.{name} reads shards with TensorFlow, which is not installed: "
+                "pip install 'dcm2tfrec[tf]' (or 'dcm2tfrec[tf-cpu]')"
+            ) from None
         return getattr(reader, name)
     raise AttributeError(f"module 'dcm2tfrec' has no attribute {name!r}")
 
