@@ -48,8 +48,8 @@ class Reason(str, Enum):
 
     BAD_TARGET = (
         "bad_target",
-        "the target is empty, not an integer (`1.5`, `abc`, `1e3`), outside int64, or not in the "
-        "`--class-map`",
+        "the target is empty, not an integer (`1.5`, `abc`, `1e3`; `1.0` is read as 1), outside int64, "
+        "or not in the `--class-map`",
     )
     MISSING_GROUP = (
         "missing_group",

@@ -20,7 +20,11 @@ from .records import RESERVED_FEATURES, FeatureKind, FeatureValue
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+#: A target may be written as an integral float (``1.0``, as pandas writes integer columns with gaps).
+_INTEGRAL = re.compile(r"(?P<whole>[+-]?[0-9]+)(\.0*)?")
 _MAX_REPORTED = 20
+#: At least this many rows, and this share of them with an unusable target, is a hopeless run.
+_HOPELESS_ROWS, _HOPELESS_SHARE = 10, 0.9
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,10 @@ def parse_target(text: str) -> int:
     stripped = text.strip()
     if not stripped:
         raise ValueError("empty target")
-    if not _INTEGER.fullmatch(stripped):
+    match = _INTEGRAL.fullmatch(stripped)
+    if not match:
         raise ValueError(f"target {text!r} is not an integer")
-    value = int(stripped)
+    value = int(match.group("whole"))
     if not INT64_MIN <= value <= INT64_MAX:
         raise ValueError(f"target {text!r} is outside the int64 range")
     return value
@@ -173,6 +178,8 @@ def read_records(path: str | os.PathLike[str], options: Options = ()) -> CsvTabl
         csv.field_size_limit(limit)
     if not records:
         raise ConfigError(f"labels CSV {path} is empty (no header line)")
+    if len(records) == 1:
+        raise ConfigError(f"labels CSV {path} has a header but no rows: nothing to convert")
     (_, header), body = records[0], records[1:]
     names = [h.strip() for h in header]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -304,4 +311,41 @@ def read_labels(path: str | os.PathLike[str], columns: Columns, options: Options
         else:
             kept[row.image_id] = line
             rows.append(row)
+    _refuse_hopeless(path, columns, body, index, failures)
     return Labels(rows, failures, table.sha256, class_map, kinds)
+
+
+def _refuse_hopeless(
+    path: object,
+    columns: Columns,
+    body: list[tuple[int, list[str]]],
+    index: dict[str, int],
+    failures: list[Failure],
+) -> None:
+    """ConfigError, before anything is decoded, when (nearly) no row has a usable target: every row,
+    or at least 90% of 10 or more, rejected as ``bad_target``; the hint says what the cells look like."""
+    bad = sum(1 for f in failures if f.reason == Reason.BAD_TARGET)
+    if not body or not (
+        bad == len(body) or (len(body) >= _HOPELESS_ROWS and bad >= _HOPELESS_SHARE * len(body))
+    ):
+        return
+    cells = [fields[index[columns.target_col]].strip() for _, fields in body]
+    numeric = sum(1 for c in cells if _is_number(c))
+    if columns.class_map:
+        hint = "the labels are not in the --class-map"
+    elif numeric * 2 >= len(cells):
+        hint = "targets must be integers (1.5 is not; 1.0 is read as 1)"
+    else:
+        hint = f"the labels are text ({', '.join(sorted(set(cells))[:3])} ...): pass --class-map auto"
+    raise ConfigError(
+        f"labels CSV {path}: {bad} of {len(body)} rows have no usable target in column "
+        f"{columns.target_col!r}; {hint}"
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -33,7 +33,16 @@ def test_bad_targets_are_rejected(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("0", 0), (" 7 ", 7), ("-3", -3), ("+4", 4), ("9223372036854775807", 2**63 - 1)],
+    [
+        ("0", 0),
+        (" 7 ", 7),
+        ("-3", -3),
+        ("+4", 4),
+        ("9223372036854775807", 2**63 - 1),
+        ("1.0", 1),
+        ("-2.00", -2),
+        ("3.", 3),
+    ],
 )
 def test_good_targets(text: str, value: int) -> None:
     assert parse_target(text) == value
@@ -132,3 +141,30 @@ def test_a_labels_pipe_is_read_once(tmp_path: Path) -> None:
     labels = read_labels(f"/dev/fd/{read}", Columns())
     os.close(read)
     assert [r.image_id for r in labels.rows] == ["a"] and len(labels.sha256) == 64
+
+
+@pytest.mark.parametrize(
+    ("targets", "needle"),
+    [
+        (["benign", "malignant"] * 6, "pass --class-map auto"),
+        (["0.5", "0.25"] * 6, "targets must be integers"),
+        (["x"], "pass --class-map auto"),
+    ],
+)
+def test_a_run_whose_targets_are_hopeless_is_refused_before_decoding(
+    tmp_path: Path, targets: list[str], needle: str
+) -> None:
+    text = "image_id,path,target\n" + "".join(f"i{k},{k}.dcm,{t}\n" for k, t in enumerate(targets))
+    with pytest.raises(ConfigError, match=needle):
+        read_labels(_csv(tmp_path, text), Columns())
+
+
+def test_a_few_bad_targets_are_rows_of_the_errors_report_not_a_refusal(tmp_path: Path) -> None:
+    text = "image_id,path,target\n" + "".join(f"i{k},{k}.dcm,{'x' if k < 8 else 1}\n" for k in range(12))
+    labels = read_labels(_csv(tmp_path, text), Columns())
+    assert len(labels.rows) == 4 and len(labels.failures) == 8
+
+
+def test_a_header_only_csv_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="header but no rows"):
+        read_labels(_csv(tmp_path, "image_id,path,target\n"), Columns())
