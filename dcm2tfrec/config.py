@@ -110,6 +110,15 @@ class Columns:
     extra_cols: tuple[str, ...] = ()
     #: Column with a segmentation mask path (PNG, .npy or DICOM) under the images root.
     mask_col: str | None = None
+    #: The CSV's delimiter; None = detected from the header line (``,`` ``;`` tab ``|``).
+    delimiter: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.delimiter is not None:
+            named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+            object.__setattr__(self, "delimiter", named.get(self.delimiter, self.delimiter))
+            if len(self.delimiter) != 1 or self.delimiter in '"\r\n ':
+                raise ConfigError(f"--delimiter {self.delimiter!r}: give one character, e.g. ';' or tab")
 
 
 #: ConvertConfig fields that do not shape the output bytes (left out of the manifest and fingerprint).

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -19,6 +20,7 @@ from .inputs import Options, read_bytes
 from .records import RESERVED_FEATURES, FeatureKind, FeatureValue
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+log = logging.getLogger(__name__)
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 #: A target may be written as an integral float (``1.0``, as pandas writes integer columns with gaps).
 _INTEGRAL = re.compile(r"(?P<whole>[+-]?[0-9]+)(\.0*)?")
@@ -151,26 +153,49 @@ def template_fields(template: str) -> list[str]:
     return [name for name, _, _ in parts]
 
 
-def read_records(path: str | os.PathLike[str], options: Options = ()) -> CsvTable:
-    """Read the CSV once, from a path (a pipe such as ``<(cat labels.csv)`` works too) or a URL, and
-    parse it strictly."""
-    try:
-        data = read_bytes(path, options)
-    except OSError as exc:
-        raise ConfigError(f"cannot read labels CSV {path}: {exc.strerror or exc}") from None
+#: The delimiters a labels CSV is looked for with, when none is given.
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def detect_delimiter(text: str) -> str:
+    """The delimiter of a CSV's header line: the most frequent of :data:`DELIMITERS` (comma on a tie)."""
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts.values())
+    return "," if best == 0 or counts[","] == best else max(DELIMITERS, key=lambda d: counts[d])
+
+
+def read_records(
+    path: str | os.PathLike[str],
+    options: Options = (),
+    delimiter: str | None = None,
+    data: bytes | None = None,
+) -> CsvTable:
+    """Read the CSV once, from a path (a pipe such as ``<(cat labels.csv)`` works too), a URL, or
+    ``data`` already in memory, and parse it strictly. Without a ``delimiter`` it is detected from the
+    header line. Surrounding spaces and tabs are not part of a header or a cell."""
+    if data is None:
+        try:
+            data = read_bytes(path, options)
+        except OSError as exc:
+            raise ConfigError(f"cannot read labels CSV {path}: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"labels CSV {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if delimiter is None:
+        delimiter = detect_delimiter(text)
+        if delimiter != ",":
+            log.warning("labels CSV %s is %r-separated (detected; --delimiter sets it)", path, delimiter)
     records: list[tuple[int, list[str]]] = []
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     end = 0
     limit = csv.field_size_limit(len(data) + 1)  # a cell may be as large as the file; restored below
     try:
         for fields in reader:
             start, end = end + 1, reader.line_num
             if fields:
-                records.append((start, fields))
+                records.append((start, [field.strip(" \t") for field in fields]))
     except csv.Error as exc:
         where = f"the record starting on line {end + 1}" if reader.line_num > end + 1 else f"line {end + 1}"
         raise ConfigError(f"labels CSV {path}, {where}: {exc} (an unterminated quote?)") from None
@@ -181,7 +206,7 @@ def read_records(path: str | os.PathLike[str], options: Options = ()) -> CsvTabl
     if len(records) == 1:
         raise ConfigError(f"labels CSV {path} has a header but no rows: nothing to convert")
     (_, header), body = records[0], records[1:]
-    names = [h.strip() for h in header]
+    names = list(header)
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         where = "; ".join(
@@ -272,14 +297,16 @@ class _RowParser:
         return Row(line, image_id, rel, target, group, tuple(extras), mask)
 
 
-def read_labels(path: str | os.PathLike[str], columns: Columns, options: Options = ()) -> Labels:
+def read_labels(
+    path: str | os.PathLike[str], columns: Columns, options: Options = (), data: bytes | None = None
+) -> Labels:
     """Read and validate the labels CSV.
 
     Structural problems (unreadable file, ragged rows, bad quoting, missing columns, a bad class
     map) raise ConfigError; row problems (bad target, empty id, path or group, duplicate id)
     become Failures.
     """
-    table = read_records(path, options)
+    table = read_records(path, options, columns.delimiter, data)
     header, body = table.header, table.records
     needed, path_fields = _needed_columns(columns)
     missing = [c for c in dict.fromkeys(needed) if c not in header]

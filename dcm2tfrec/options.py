@@ -96,6 +96,7 @@ CONVERT = options(
     _opt("--out", required=True, help="Output folder or URL for shards, manifest, errors."),
     LABEL_COLUMNS,
     _opt("--target-col", default=_COLUMNS.target_col, help="CSV column with the integer target."),
+    _opt("--delimiter", help="The CSV's delimiter (one character, or 'tab'); default: detected."),
     _opt(
         "--class-map",
         help="String targets: 'auto' (sorted unique values -> 0..n-1) or a JSON file {name: id}.",

@@ -168,3 +168,26 @@ def test_a_few_bad_targets_are_rows_of_the_errors_report_not_a_refusal(tmp_path:
 def test_a_header_only_csv_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="header but no rows"):
         read_labels(_csv(tmp_path, "image_id,path,target\n"), Columns())
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|", ", "])
+def test_other_delimiters_are_detected_and_spaces_around_cells_are_not_values(
+    tmp_path: Path, separator: str, caplog
+) -> None:
+    rows = [["image_id", "path", "target"], ["a", "a.dcm", "1"], ["b", "sub dir/b.dcm", "0"]]
+    text = "".join(separator.join(row) + "\n" for row in rows)
+    labels = read_labels(_csv(tmp_path, text), Columns())
+    assert [(r.image_id, r.path, r.target) for r in labels.rows] == [
+        ("a", "a.dcm", 1),
+        ("b", "sub dir/b.dcm", 0),
+    ]
+    delimiter = separator.strip(" ")
+    assert (f"{delimiter!r}-separated" in caplog.text) == (delimiter != ",")
+
+
+def test_a_given_delimiter_wins_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    text = "image_id;path;target\na;x,y.dcm;1\n"
+    labels = read_labels(_csv(tmp_path, text), Columns(delimiter="semicolon"))
+    assert labels.rows[0].path == "x,y.dcm"
+    with pytest.raises(ConfigError, match="one character"):
+        Columns(delimiter="::")
