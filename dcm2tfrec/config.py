@@ -112,6 +112,8 @@ class Columns:
     mask_col: str | None = None
     #: The CSV's delimiter; None = detected from the header line (``,`` ``;`` tab ``|``).
     delimiter: str | None = None
+    #: A set without targets (a Kaggle test set): records carry no ``target``.
+    no_target: bool = False
 
     def __post_init__(self) -> None:
         if self.delimiter is not None:
@@ -232,6 +234,8 @@ class ConvertConfig:
         bad = [name for name, _ in self.split if not _NAME.fullmatch(name)]
         if bad:
             raise ConfigError(f"--split name {bad[0]!r}: use letters, digits, '_' and '.' only")
+        if self.columns.no_target and (self.stratify or self.columns.class_map):
+            raise ConfigError("--stratify and --class-map need targets; --no-target has none")
         if (self.columns.group_col or self.stratify) and not (self.split or self.folds):
             raise ConfigError("--group-col and --stratify apply to --split or --folds; pass one of them")
 

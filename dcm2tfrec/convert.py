@@ -161,7 +161,8 @@ class _Run:
             splits = manifests.sections(assignment, shards, failures, lines)
         seconds = time.perf_counter() - clock
         manifests.write_errors(store, failures)
-        schema = run_schema(dict(self.task.extra), dict(self.task.tags), self.task.masks)
+        target = not config.columns.no_target
+        schema = run_schema(dict(self.task.extra), dict(self.task.tags), self.task.masks, target)
         manifest = manifests.build(
             config,
             fingerprint,

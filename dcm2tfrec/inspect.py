@@ -27,7 +27,7 @@ import numpy as np
 from .config import MAX_SIDE
 from .errors import ConfigError, ShardCorrupt, ShardError
 from .manifest import MANIFEST_NAME
-from .records import check_schema, decode_record
+from .records import SCHEMA, check_schema, decode_record
 from .shards import SHARD_SUFFIX, shard_count
 from .sources import FsspecFiles, ShardSet, resolve
 from .storage import protocol
@@ -169,9 +169,12 @@ def _value(
     return entry[1][0] if entry and entry[0] == kind and len(entry[1]) == 1 else default
 
 
-def _check_record(features: dict[str, Any], verify: bool, pixel_range: list[int]) -> tuple[str, list[str]]:
-    """The record's image key (``HxWxC dtype``) and its problems."""
-    problems = check_schema(features)
+def _check_record(
+    features: dict[str, Any], verify: bool, pixel_range: list[int], schema: dict[str, Any] | None
+) -> tuple[str, list[str]]:
+    """The record's image key (``HxWxC dtype``) and its problems (against the manifest's schema
+    when there is one)."""
+    problems = check_schema(features, schema)
     png = _value(features, "image", "bytes", b"")
     declared = tuple(int(_value(features, k, "int64", -1)) for k in ("height", "width", "channels"))
     info = png_info(png)
@@ -202,7 +205,12 @@ def _summary_of(features: dict[str, Any]) -> tuple[str, Any]:
 
 
 def inspect_shard(
-    path: Path, entry: dict[str, Any] | None, *, verify: bool = False, head: int = 0
+    path: Path,
+    entry: dict[str, Any] | None,
+    *,
+    verify: bool = False,
+    head: int = 0,
+    schema: dict[str, Any] | None = None,
 ) -> ShardReport:
     """Read one shard record by record (CRCs always checked) and report what it holds; every kind
     of damage is a problem of the report, never an exception."""
@@ -226,10 +234,11 @@ def inspect_shard(
                     report.problems.append(f"record {index} at byte {offset}: not a valid Example ({exc})")
                     continue
                 kinds.update({name: kind for name, (kind, _) in features.items()})
-                key, problems = _check_record(features, verify, pixel_range)
+                key, problems = _check_record(features, verify, pixel_range, schema)
                 images[key] += 1
                 image_id, target = _summary_of(features)
-                targets["?" if target is None else str(target)] += 1
+                if target is not None:
+                    targets[str(target)] += 1
                 report.problems += [f"record {index} at byte {offset}: {p}" for p in problems]
                 if index < head:
                     report.head.append({"index": index, "image_id": image_id, "target": target, "image": key})
@@ -256,6 +265,14 @@ def inspect_shard(
     return report
 
 
+def _checked_schema(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The fixed features a manifest's run wrote (no ``target`` for a run without targets)."""
+    schema = (manifest or {}).get("schema")
+    if not isinstance(schema, dict):
+        return None
+    return {name: kind for name, kind in SCHEMA.items() if name in schema}
+
+
 def inspect_paths(paths: list[str], *, verify: bool = False, head: int = 0) -> InspectReport:
     """Inspect every shard named by ``paths``; a manifest next to a shard is checked against it."""
     reports, missing, seen, problems = [], [], set(), []  # type: ignore[var-annotated]
@@ -265,7 +282,8 @@ def inspect_paths(paths: list[str], *, verify: bool = False, head: int = 0) -> I
             if path in seen:
                 continue
             seen.add(path)
-            report = inspect_shard(path, shards.entry(file), verify=verify, head=head)
+            schema = _checked_schema(shards.manifest) if shards.entry(file) else None
+            report = inspect_shard(path, shards.entry(file), verify=verify, head=head, schema=schema)
             if shards.governs(file) and shards.entry(file) is None:
                 report.manifest = {"listed": False}
                 report.problems.append(f"not listed in {path.parent / MANIFEST_NAME}")

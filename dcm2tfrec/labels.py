@@ -37,7 +37,7 @@ class Row:
     line: int
     image_id: str
     path: str
-    target: int
+    target: int | None  # None with --no-target
     group: str = ""
     extras: tuple[FeatureValue, ...] = ()
     mask: str = ""
@@ -228,7 +228,7 @@ def read_records(
 
 def _needed_columns(columns: Columns) -> tuple[list[str], list[str]]:
     """The columns the options name, and the fields of the path template."""
-    needed = [columns.id_col, columns.target_col, *columns.extra_cols]
+    needed = [columns.id_col, *([] if columns.no_target else [columns.target_col]), *columns.extra_cols]
     needed += [c for c in (columns.group_col, columns.mask_col) if c]
     fields: list[str] = []
     if columns.path_template:
@@ -277,12 +277,16 @@ class _RowParser:
             return failure(Reason.MISSING_PATH, f"column {what} is empty")
         if columns.group_col and not group:
             return failure(Reason.MISSING_GROUP, f"column {columns.group_col!r} is empty")
-        raw_target = fields[index[columns.target_col]]
-        if self.class_map is not None:
+        target: int | None = None
+        if columns.no_target:
+            pass
+        elif self.class_map is not None:
+            raw_target = fields[index[columns.target_col]]
             if raw_target.strip() not in self.class_map:
                 return failure(Reason.BAD_TARGET, f"label {raw_target!r} is not in the class map")
             target = self.class_map[raw_target.strip()]
         else:
+            raw_target = fields[index[columns.target_col]]
             try:
                 target = parse_target(raw_target)
             except ValueError as exc:
@@ -338,7 +342,8 @@ def read_labels(
         else:
             kept[row.image_id] = line
             rows.append(row)
-    _refuse_hopeless(path, columns, body, index, failures)
+    if not columns.no_target:
+        _refuse_hopeless(path, columns, body, index, failures)
     return Labels(rows, failures, table.sha256, class_map, kinds)
 
 

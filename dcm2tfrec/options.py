@@ -96,6 +96,9 @@ CONVERT = options(
     _opt("--out", required=True, help="Output folder or URL for shards, manifest, errors."),
     LABEL_COLUMNS,
     _opt("--target-col", default=_COLUMNS.target_col, help="CSV column with the integer target."),
+    _opt(
+        "--no-target", is_flag=True, help="A set without targets (e.g. a test set): records carry no target."
+    ),
     _opt("--delimiter", help="The CSV's delimiter (one character, or 'tab'); default: detected."),
     _opt(
         "--class-map",

@@ -39,7 +39,7 @@ class Part:
     record (stored in the part object ``name`` one after another) or the row's Failure."""
 
     name: str
-    rows: tuple[tuple[int, int] | Failure, ...]
+    rows: tuple[tuple[int, int | None] | Failure, ...]
 
 
 def part_name(segment: str, chunk: int) -> str:
@@ -56,7 +56,7 @@ def write_part(store: Store, name: str, results: list[Sample | Failure]) -> Part
             store.write(name, data, replace=False)
         except OSError as exc:
             raise OutputError(f"writing {store.path(name)} failed: {exc.strerror or exc}") from exc
-    rows: list[tuple[int, int] | Failure] = []
+    rows: list[tuple[int, int | None] | Failure] = []
     for result, framed_record in zip(results, framed, strict=True):
         rows.append(result if isinstance(result, Failure) else (len(framed_record or b""), result.target))
     return Part(name, tuple(rows))
@@ -114,7 +114,8 @@ class ShardPlanner:
             else:
                 plan.pieces.append(Piece(part.name, offset, length))
             plan.lengths.append(length)
-            plan.targets[target] += 1
+            if target is not None:
+                plan.targets[target] += 1
             offset += length
             if plan.records == self.records_per_shard:
                 plan.position = self.position

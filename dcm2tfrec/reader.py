@@ -262,7 +262,9 @@ def make_dataset(
     cache_dir: str | None = None,
     streaming: bool = False,
 ) -> tf.data.Dataset:
-    """A batched ``tf.data.Dataset`` of ``(image, target)`` (or a dict of every feature).
+    """A batched ``tf.data.Dataset`` of ``(image, target)``, of images alone for a run converted
+    with ``--no-target``, or of a dict of every feature (``with_features``, e.g. to join predictions
+    back by ``image_id``).
 
     ``source``: output folder, manifest path, glob, or list of shard files (local or URL).
     ``image_dtype``: ``uint8``, ``uint16`` or ``float32``; by default the stored PNG's dtype.
@@ -363,7 +365,7 @@ def make_dataset(
             if mapping:
                 features[CLASS_NAME] = names.lookup(features["target"])
             return features
-        return images, features["target"]
+        return (images, features["target"]) if "target" in schema else images
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -52,13 +52,18 @@ def tag_kinds(keywords: Sequence[str], extra_cols: Sequence[str] = ()) -> dict[s
         raise ConfigError(f"--dicom-tag: {exc}") from None
 
 
+def fixed_schema(target: bool = True) -> dict[str, FeatureKind]:
+    """:data:`SCHEMA`, without ``target`` for a run without targets."""
+    return {name: kind for name, kind in SCHEMA.items() if target or name != "target"}
+
+
 def run_schema(
-    extra: Mapping[str, FeatureKind], tags: Mapping[str, FeatureKind], masks: bool
+    extra: Mapping[str, FeatureKind], tags: Mapping[str, FeatureKind], masks: bool, target: bool = True
 ) -> dict[str, FeatureKind]:
-    """Every feature of a run's records and its kind (the manifest's ``schema``): :data:`SCHEMA`,
-    then the extra columns, DICOM tags and the mask, sorted by name."""
+    """Every feature of a run's records and its kind (the manifest's ``schema``): the fixed
+    features, then the extra columns, DICOM tags and the mask, sorted by name."""
     optional = dict(extra) | dict(tags) | ({MASK: "bytes"} if masks else {})
-    return dict(SCHEMA) | dict(sorted(optional.items()))
+    return fixed_schema(target) | dict(sorted(optional.items()))
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ class Sample:
 
     line: int
     image_id: str
-    target: int
+    target: int | None  # None: a run without targets (``--no-target``)
     payload: bytes
 
 
@@ -111,24 +116,24 @@ Features = Mapping[str, tuple[FeatureKind, FeatureValue]]
 
 def make_record(
     image_png: bytes,
-    target: int,
+    target: int | None,
     image_id: str,
     height: int,
     width: int,
     channels: int,
     extra: Features | None = None,
 ) -> bytes:
-    """One record: the :data:`SCHEMA` features plus ``extra`` ``{name: (kind, value)}`` ones
-    (extra columns, DICOM tags, the mask), each a single value."""
+    """One record: the :data:`SCHEMA` features (but ``target`` when it is None) plus ``extra``
+    ``{name: (kind, value)}`` ones (extra columns, DICOM tags, the mask), each a single value."""
     values: dict[str, FeatureValue] = {
         "image": image_png,
-        "target": target,
+        "target": -1 if target is None else target,  # not stored when None
         "image_id": image_id.encode("utf-8"),
         "height": height,
         "width": width,
         "channels": channels,
     }
-    features = {name: (SCHEMA[name], [values[name]]) for name in SCHEMA}
+    features = {name: (kind, [values[name]]) for name, kind in fixed_schema(target is not None).items()}
     features.update({name: (kind, [value]) for name, (kind, value) in (extra or {}).items()})
     return serialize_example(features)
 
@@ -227,10 +232,14 @@ def decode_record(data: bytes) -> dict[str, tuple[FeatureKind, list[FeatureValue
     return features
 
 
-def check_schema(features: dict[str, tuple[FeatureKind, list[FeatureValue]]]) -> list[str]:
-    """Problems of a decoded record against :data:`SCHEMA` (missing, wrong kind, not one value)."""
+def check_schema(
+    features: dict[str, tuple[FeatureKind, list[FeatureValue]]],
+    schema: Mapping[str, FeatureKind] | None = None,
+) -> list[str]:
+    """Problems of a decoded record against ``schema`` (by default :data:`SCHEMA`): a feature
+    missing, of the wrong kind, or not one value."""
     problems = []
-    for name, kind in SCHEMA.items():
+    for name, kind in (SCHEMA if schema is None else schema).items():
         if name not in features:
             problems.append(f"feature {name!r} missing")
         elif features[name][0] != kind:

@@ -22,6 +22,11 @@ def fold_names(folds: int) -> list[str]:
     return [f"fold{k}" for k in range(folds)]
 
 
+def _target(row: Row) -> int:
+    """A row's target for stratifying (runs without targets are never stratified)."""
+    return 0 if row.target is None else row.target
+
+
 def _group_key(row: Row) -> str:
     return f"g:{row.group}" if row.group else f"r:{row.image_id}"
 
@@ -35,10 +40,10 @@ def assign(
     groups: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         groups[_group_key(row)].append(row)
-    classes = sorted({r.target for r in rows}) if stratify else [0]
+    classes = sorted({_target(r) for r in rows}) if stratify else [0]
     column = {c: i for i, c in enumerate(classes)}
     counts = {
-        key: np.bincount([column[r.target] if stratify else 0 for r in members], minlength=len(classes))
+        key: np.bincount([column[_target(r)] if stratify else 0 for r in members], minlength=len(classes))
         for key, members in groups.items()
     }
     totals = sum(counts.values(), np.zeros(len(classes), dtype=np.int64))
@@ -78,7 +83,9 @@ def describe(assigned: dict[str, list[Row]], group_col: str | None, stratify: bo
         parts[name] = {
             "rows": len(rows),
             "groups": len(keys),
-            "target_counts": {str(k): v for k, v in sorted(Counter(r.target for r in rows).items())},
+            "target_counts": {
+                str(k): v for k, v in sorted(Counter(r.target for r in rows if r.target is not None).items())
+            },
         }
     return {
         "group_col": group_col,

@@ -33,10 +33,12 @@ class Tally:
     position: int
     targets: Counter[int]
     failures: list[Failure]
+    #: Records since the last step (with or without targets).
+    records: int = 0
 
     def step(self, shard: ShardInfo | None) -> Step:
         step = Step(self.position, shard, dict(self.targets), tuple(self.failures))
-        self.targets, self.failures = Counter(), []
+        self.targets, self.failures, self.records = Counter(), [], 0
         return step
 
 
@@ -73,7 +75,9 @@ class OrderedWriter:
                 if isinstance(item, Sample):
                     published = len(writer.published)
                     writer.write(item.payload)
-                    tally.targets[item.target] += 1
+                    tally.records += 1
+                    if item.target is not None:
+                        tally.targets[item.target] += 1
                     if len(writer.published) > published:
                         journal.append(tally.step(writer.published[-1]))
                 else:
@@ -81,7 +85,7 @@ class OrderedWriter:
                 fault_point("row", tally.position)
             report()
         writer.close()
-        journal.append(tally.step(writer.published[-1] if tally.targets else None))
+        journal.append(tally.step(writer.published[-1] if tally.records else None))
 
     def finish(self) -> None:
         """Nothing is left behind by this path."""
