@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -23,9 +22,6 @@ from . import __version__
 from .config import Columns, ConvertConfig
 from .errors import Dcm2TfrecError, ExitCode, Stop, stop_signal
 from .options import CONVERT, INSPECT, SCAN
-
-if TYPE_CHECKING:
-    from .convert import ConvertResult
 
 
 class Failed(click.ClickException):
@@ -77,67 +73,6 @@ def cli() -> None:
     """Turn a folder of DICOM images plus a labels CSV into sharded TFRecords."""
 
 
-def _human_bytes(n: float) -> str:
-    if n < 1000:
-        return f"{int(n)} B"
-    for unit in ("KB", "MB"):
-        n /= 1000
-        if n < 1000:
-            return f"{n:.1f} {unit}"
-    return f"{n / 1000:.1f} GB"
-
-
-def _summary(result: ConvertResult) -> str:
-    from .manifest import ERRORS_NAME
-
-    totals = result.manifest["totals"]
-    rate = result.records / result.seconds if result.seconds > 0 else 0.0
-    lines = [
-        f"dcm2tfrec convert: {result.rows} rows -> {result.records} records in {len(result.shards)} "
-        f"shard(s), {_human_bytes(totals['bytes'])}, in {result.out}",
-        f"time {result.seconds:.1f} s, {rate:.1f} images/s",
-    ]
-    if result.failures:
-        lines.append(
-            f"rejected {len(result.failures)} row(s), listed in {os.path.join(result.out, ERRORS_NAME)}:"
-        )
-        width = max(len(r) for r in result.rejected_by_reason)
-        lines += [f"  {reason:<{width}}  {n}" for reason, n in result.rejected_by_reason.items()]
-    else:
-        lines.append("rejected 0 rows")
-    counts = ", ".join(f"{k}: {v}" for k, v in result.manifest["target_counts"].items())
-    lines.append(f"targets {counts or '-'}")
-    splits = result.manifest.get("splits")
-    for name, part in (splits or {}).get("parts", {}).items():
-        targets = ", ".join(f"{k}: {v}" for k, v in part["record_target_counts"].items())
-        lines.append(
-            f"  {name}: {part['records']} records in {len(part['shards'])} shard(s), "
-            f"{part['groups']} group(s), targets {targets or '-'}"
-        )
-    if splits:
-        lines.append(f"groups disjoint across splits: {'yes' if splits['groups_disjoint'] else 'NO'}")
-    return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def _progress_bar(quiet: bool) -> Iterator[Callable[[int, int], None]]:
-    """A progress callback that draws a bar on stderr (none when ``quiet``), closed at the end."""
-    from tqdm import tqdm
-
-    bars: list[Any] = []
-
-    def update(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, unit="img", file=sys.stderr, disable=quiet, dynamic_ncols=True))
-        bars[0].update(done - bars[0].n)
-
-    try:
-        yield update
-    finally:
-        for bar in bars:
-            bar.close()
-
-
 @cli.command()
 @CONVERT
 def convert(**opts: Any) -> None:
@@ -149,8 +84,10 @@ def convert(**opts: Any) -> None:
     unexpected error; 130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP. After 1 or a stop,
     --resume goes on where it stopped.
     """
+    from .report import progress_bar
+
     quiet = opts.pop("quiet")
-    with library_errors(), _progress_bar(quiet) as update:
+    with library_errors(), progress_bar(not quiet, sys.stderr) as update:
         from .engine import engine_for
 
         config = ConvertConfig.from_options(**opts)
@@ -159,7 +96,7 @@ def convert(**opts: Any) -> None:
 
             result = run(config, progress=update, engine=engine)
     if not quiet:
-        click.echo(_summary(result))
+        click.echo(result.summary())
     sys.exit(result.exit_code)
 
 
@@ -218,14 +155,23 @@ def scan(**opts: Any) -> None:
     import json
 
     from .config import parse_size, storage_dict
+    from .report import progress_bar
     from .scan import iter_profile_lines, profile, write_table
     from .scan import scan as run
 
-    with library_errors(), _progress_bar(opts["quiet"]) as update:
+    with library_errors(), progress_bar(not opts["quiet"], sys.stderr) as bar:
         width, height = parse_size(opts["size"])
         columns = Columns(opts["id_col"], opts["path_col"], opts["path_template"])
         options = tuple(storage_dict(opts["storage_options"]).items())
-        table = run(opts["images"], opts["labels"], columns, opts["workers"], update, options, opts["dask"])
+        table = run(
+            opts["images"],
+            opts["labels"],
+            columns,
+            opts["workers"],
+            lambda done, total: bar(done, total, 0),
+            options,
+            opts["dask"],
+        )
         write_table(table, opts["out"])
     report = profile(table, width, height, int(opts["channels"]), int(opts["bits"]))
     if opts["as_json"]:

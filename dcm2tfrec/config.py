@@ -175,6 +175,8 @@ class ConvertConfig:
     storage_options: tuple[tuple[str, str], ...] = ()
     #: Run on a Dask cluster: ``tcp://host:8786``, a scheduler file, or ``local:N``; None = this machine.
     dask: str | None = None
+    #: The labels CSV's bytes when they come from memory (a DataFrame); ``labels`` then only names them.
+    labels_data: bytes | None = field(default=None, repr=False)
 
     @property
     def storage(self) -> dict[str, Any]:
@@ -243,10 +245,12 @@ class ConvertConfig:
         """The options that define the output, as JSON-ready data (for the manifest)."""
         data = dataclasses.asdict(self)
         for key in ("labels", "images", "out"):
-            data[key] = data[key] if "://" in data[key] else str(Path(data[key]).resolve())
+            if "://" not in data[key] and not (key == "labels" and self.labels_data is not None):
+                data[key] = str(Path(data[key]).resolve())
         data["image"]["window"] = str(self.image.window)
         for key in RUN_ONLY:
             data.pop(key)
+        data.pop("labels_data")  # the labels' bytes are known by their SHA-256 (manifest, fingerprint)
         result: dict[str, Any] = json.loads(json.dumps(data))  # tuples -> lists, as read back
         return result
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,20 +15,18 @@ from . import journal as journals
 from . import manifest as manifests
 from .config import ConvertConfig
 from .engine import Engine, engine_for
-from .errors import ConfigError, ExitCode, Failure, Interrupted, OutputError, stop_signal
+from .errors import ConfigError, ExitCode, Failure, Interrupted, Note, OutputError, stop_signal
 from .inputs import is_folder
 from .journal import JOURNAL_NAME, Journal
 from .labels import Labels, read_labels
 from .plan import chunk_size, chunks, order, segments
 from .records import run_schema, tag_kinds
+from .report import Progress, progress_bar, summary
 from .shards import ShardInfo, shard_prefix
 from .storage import Store, is_url, open_store, protocol
 from .storage.output import LOCK_NAME, check_output, clear_output
 from .worker import Task
 from .writing import OrderedWriter, PartsWriter, Tally, writer_for
-
-#: Called as ``progress(done, total)`` with the number of CSV rows accounted for so far.
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -44,6 +42,23 @@ class ConvertResult:
     manifest: dict[str, Any]
     #: Files in the output folder that look like dcm2tfrec's but were kept: nothing proves they are.
     kept: list[str] = field(default_factory=list)
+    #: What pydicom or a decoder warned of about rows that were converted (this run's rows).
+    notes: list[Note] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """What the run did, in a few lines (what the command line prints)."""
+        return summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    @property
+    def warnings_by_message(self) -> dict[str, list[Note]]:
+        """The readers' warnings: each distinct message and the rows it was given for."""
+        found: dict[str, list[Note]] = {}
+        for note in self.notes:
+            found.setdefault(note.message, []).append(note)
+        return found
 
     @property
     def rejected_by_reason(self) -> dict[str, int]:
@@ -75,17 +90,46 @@ def _task(config: ConvertConfig, labels: Labels) -> Task:
 
 
 def convert(
-    config: ConvertConfig, progress: Progress | None = None, engine: Engine | None = None
+    config: ConvertConfig | None = None,
+    progress: Progress | bool | None = None,
+    engine: Engine | None = None,
+    **options: Any,
 ) -> ConvertResult:
-    """Run a conversion (or, with ``config.resume``, finish an interrupted one); return what was written.
+    """Run a conversion (or, with ``resume``, finish an interrupted one); return what was written.
 
-    ``engine`` runs the rows (default: the config's, :func:`~dcm2tfrec.engine.engine_for`: this
-    machine's worker processes or a Dask cluster, closed at the end; an engine passed in is left to
-    its owner).
-    Raises ConfigError (before anything is written), OutputError, or Interrupted. After an
-    OutputError or Interrupted the same call with ``resume=True`` goes on where it stopped.
+    Give a :class:`ConvertConfig`, or keyword options named like the command line's (``labels``,
+    ``images``, ``out``, ``size="512"``, ``target_col``, ``window="40,400"``, ``split=...`` ...; see
+    :meth:`ConvertConfig.from_options`). Paths are ``str``, ``Path`` or URLs; ``labels`` may also be a
+    pandas DataFrame or a list of dicts. ``progress``: True draws a bar (a widget in a notebook), a
+    callable is called as ``progress(done, total, rejected)``. ``engine`` runs the rows (default:
+    the config's, :func:`~dcm2tfrec.engine.engine_for`, closed at the end; one passed in is left to
+    its owner). Raises ConfigError (before anything is written), OutputError, or Interrupted; after
+    an OutputError or Interrupted the same call with ``resume=True`` goes on where it stopped.
     """
-    labels = read_labels(config.labels, config.columns, config.storage_options)
+    if config is None:
+        config = ConvertConfig.from_options(**_in_memory_labels(options))
+    elif options:
+        raise TypeError("convert() takes a ConvertConfig or keyword options, not both")
+    if callable(progress):
+        return _convert(config, progress, engine)
+    with progress_bar(bool(progress)) as bar:
+        return _convert(config, bar, engine)
+
+
+def _in_memory_labels(options: dict[str, Any]) -> dict[str, Any]:
+    """Options with a DataFrame or a list of dicts as ``labels`` turned into CSV bytes."""
+    labels = options.get("labels")
+    if labels is None or isinstance(labels, (str, os.PathLike)):
+        return options
+    import pandas as pd
+
+    frame = labels if isinstance(labels, pd.DataFrame) else pd.DataFrame(list(labels))
+    name = "<DataFrame>" if isinstance(labels, pd.DataFrame) else "<list of rows>"
+    return {**options, "labels": name, "labels_data": frame.to_csv(index=False).encode("utf-8")}
+
+
+def _convert(config: ConvertConfig, progress: Progress, engine: Engine | None) -> ConvertResult:
+    labels = read_labels(config.labels, config.columns, config.storage_options, config.labels_data)
     task = _task(config, labels)
     if config.dask and "memory" in (protocol(config.out), protocol(config.images)):
         raise ConfigError("memory:// lives in one process: a Dask cluster can neither read nor write it")
@@ -107,7 +151,7 @@ class _Run:
         self.config, self.labels, self.task, self.store, self.engine = config, labels, task, store, engine
         self.rows = len(labels.rows) + len(labels.failures)
 
-    def run(self, progress: Progress | None) -> ConvertResult:
+    def run(self, progress: Progress) -> ConvertResult:
         config, store = self.config, self.store
         started, clock = datetime.now(timezone.utc), time.perf_counter()
         fingerprint = journals.fingerprint(config, self.labels.sha256, self.labels.class_map)
@@ -117,13 +161,14 @@ class _Run:
         journal = Journal(store, fingerprint, steps)
         tally = Tally(steps[-1].position if steps else 0, Counter(), [])
 
-        def report() -> None:
-            if progress:
-                progress(len(self.labels.failures) + tally.position, self.rows)
-
-        report()
         parts, assignment = segments(config, self.labels.rows)
         writer = writer_for(store, self.engine, config, journal, tally)
+        rejected = len(self.labels.failures) + sum(len(s.failures) for s in steps)
+
+        def report() -> None:
+            progress(len(self.labels.failures) + tally.position, self.rows, rejected + writer.rejected)
+
+        report()
         try:
             offset = 0
             for part in parts:
@@ -179,7 +224,9 @@ class _Run:
         journal.finish()
         records = sum(s.records for s in journal.shards)
         written = journal.shards
-        return ConvertResult(config.out, self.rows, records, written, failures, seconds, manifest, foreign)
+        return ConvertResult(
+            config.out, self.rows, records, written, failures, seconds, manifest, foreign, writer.notes
+        )
 
 
 def _stop(writer: OrderedWriter | PartsWriter, journal: Journal) -> None:

@@ -6,12 +6,15 @@ happen to be installed. Everything here is TensorFlow-free and safe to run in a 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import logging
 import math
+import re
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,6 +252,38 @@ def _check_rle(frame: bytes, ds: Dataset) -> None:
         )
     if any(b <= a for a, b in itertools.pairwise(offsets)) or offsets[-1] >= len(frame):
         raise DicomError(Reason.TRUNCATED, "RLE segment offsets run past the end of the frame")
+
+
+#: At most this many distinct warnings are kept per file, each cut to this many characters.
+MAX_WARNINGS, WARNING_CHARS = 8, 300
+#: pydicom's pointer to the standard's VR table, which every value warning ends with.
+_SEE_STANDARD = re.compile(r" Please see <[^>]*> for allowed values for each VR\.")
+
+
+@contextlib.contextmanager
+def reader_warnings() -> Iterator[list[str]]:
+    """Collect what pydicom or a decoder warns of (Python warnings and pydicom's log) instead of
+    printing it (over a progress bar); the list holds the distinct messages once the block ends."""
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append(record.getMessage())
+
+    found: list[str] = []
+    logger = logging.getLogger("pydicom")
+    handler, propagate = Keep(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield found
+        found.extend(str(w.message) for w in caught)
+        distinct = dict.fromkeys(_SEE_STANDARD.sub("", m)[:WARNING_CHARS] for m in found)
+        found[:] = list(distinct)[:MAX_WARNINGS]
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:

@@ -172,6 +172,15 @@ class Failure:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Note:
+    """A warning pydicom or a decoder gave while converting a row that was kept: line, id, message."""
+
+    line: int
+    image_id: str
+    message: str
+
+
 class Dcm2TfrecError(Exception):
     """Base class of the errors the library raises on purpose; ``exit_code`` is the CLI's."""
 

@@ -16,7 +16,7 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .errors import Failure, OutputError
+from .errors import Failure, Note, OutputError
 from .records import Sample
 from .shards import ShardInfo, index_name, shard_name, shard_stem
 from .storage import PARTIAL_SUFFIX, Store
@@ -36,10 +36,12 @@ def is_part(name: str) -> bool:
 @dataclass(frozen=True)
 class Part:
     """A chunk's rows as written: ``rows`` holds, in plan order, ``(framed length, target)`` for a
-    record (stored in the part object ``name`` one after another) or the row's Failure."""
+    record (stored in the part object ``name`` one after another) or the row's Failure; ``notes``:
+    what the readers warned of while converting the records."""
 
     name: str
     rows: tuple[tuple[int, int | None] | Failure, ...]
+    notes: tuple[Note, ...] = ()
 
 
 def part_name(segment: str, chunk: int) -> str:
@@ -59,7 +61,14 @@ def write_part(store: Store, name: str, results: list[Sample | Failure]) -> Part
     rows: list[tuple[int, int | None] | Failure] = []
     for result, framed_record in zip(results, framed, strict=True):
         rows.append(result if isinstance(result, Failure) else (len(framed_record or b""), result.target))
-    return Part(name, tuple(rows))
+    return Part(name, tuple(rows), notes_of(results))
+
+
+def notes_of(results: list[Sample | Failure]) -> tuple[Note, ...]:
+    """The readers' warnings about the records among ``results``."""
+    return tuple(
+        Note(r.line, r.image_id, message) for r in results if isinstance(r, Sample) for message in r.notes
+    )
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,8 @@ class Sample:
     image_id: str
     target: int | None  # None: a run without targets (``--no-target``)
     payload: bytes
+    #: What pydicom or a decoder warned of while converting it (distinct messages, in order).
+    notes: tuple[str, ...] = ()
 
 
 def _varint(value: int) -> bytes:

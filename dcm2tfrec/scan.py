@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import os
 import posixpath
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 
 from joblib import Parallel, delayed
 
-from .config import Columns
+from .config import Columns, ImageSpec
 from .errors import ConfigError, DicomError, Reason, os_error_reason
 from .inputs import Options, is_folder, local_file
 from .labels import read_records, template_fields
@@ -53,7 +52,7 @@ TAGS = (
     "ImageLaterality",
     "BodyPartExamined",
 )
-HEADER_COLUMNS = ("path", *TAGS, "file_size", "error", "message")
+HEADER_COLUMNS = ("path", *TAGS, "file_size", "error", "message", "warnings")
 #: PNG bytes per raw output byte measured on the benchmark corpora (CT 0.18, CR 0.35, MG 0.27).
 PNG_RATIO = (0.2, 0.4)
 
@@ -62,7 +61,16 @@ Progress = Callable[[int, int], None]
 
 def read_header(root: str | Path, rel: str, options: Options = ()) -> dict[str, str]:
     """The table row of one file (under a folder or a URL): its header values, or ``error`` /
-    ``message`` when unreadable."""
+    ``message`` when unreadable; ``warnings``: what pydicom warned of, ``" | "``-separated."""
+    from .dicom import reader_warnings
+
+    with reader_warnings() as found:
+        row = _header_row(root, rel, options)
+    row["warnings"] = " | ".join(found) if not row["error"] else ""
+    return row
+
+
+def _header_row(root: str | Path, rel: str, options: Options) -> dict[str, str]:
     from .dicom import read_dataset, tag_text
 
     row = dict.fromkeys(HEADER_COLUMNS, "")
@@ -70,9 +78,7 @@ def read_header(root: str | Path, rel: str, options: Options = ()) -> dict[str, 
     try:
         with local_file(os.fspath(root), rel, True, options) as path:
             row["file_size"] = str(path.stat().st_size)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # forced reads of non-DICOM files warn; the row says it
-                ds = read_dataset(path, headers_only=True)
+            ds = read_dataset(path, headers_only=True)
         if "SOPClassUID" not in ds and "Rows" not in ds:
             raise DicomError(Reason.NOT_DICOM, "no SOP Class UID and no image attributes")
     except DicomError as exc:
@@ -240,7 +246,21 @@ def profile(
 
     ok = [r for r in table.rows if not r[column("error")]]
     syntaxes = Counter(r[column("TransferSyntaxUID")] for r in ok)
-    raw = len(ok) * width * height * channels * bits // 8
+    decodable = {uid for uid in syntaxes if _decoder_available(uid)}
+    max_pixels = ImageSpec().max_pixels
+
+    def convertible(r: dict[str, str]) -> bool:
+        rows, cols = r[column("Rows")], r[column("Columns")]
+        return (
+            r[column("TransferSyntaxUID")] in decodable
+            and r[column("NumberOfFrames")] in ("", "1")
+            and rows.isdigit()
+            and cols.isdigit()
+            and 0 < int(rows) * int(cols) <= max_pixels
+        )
+
+    converted = sum(1 for r in ok if convertible(r))
+    raw = converted * width * height * channels * bits // 8
 
     def counts(name: str) -> dict[str, int]:
         return dict(Counter(r[column(name)] or "(none)" for r in ok).most_common())
@@ -255,7 +275,7 @@ def profile(
             uid or "(none)": {
                 "name": UID(uid).name if uid else "(none)",
                 "files": n,
-                "decoder": _decoder_available(uid),
+                "decoder": uid in decodable,
             }
             for uid, n in syntaxes.most_common()
         },
@@ -265,6 +285,8 @@ def profile(
         "size": dict(Counter(f"{r[column('Rows')]}x{r[column('Columns')]}" for r in ok).most_common(10)),
         "multi_frame": sum(1 for r in ok if r[column("NumberOfFrames")] not in ("", "1")),
         "without_window": sum(1 for r in ok if not r[column("WindowCenter")]),
+        "with_warnings": sum(1 for r in ok if r[column("warnings")]),
+        "convertible": converted,
         "projected_bytes": [int(raw * PNG_RATIO[0]), int(raw * PNG_RATIO[1])],
         "projected_for": {"width": width, "height": height, "channels": channels, "bits": bits},
     }
@@ -283,9 +305,11 @@ def iter_profile_lines(report: dict[str, Any]) -> Iterator[str]:
         yield f"{key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in report[key].items())
     yield f"multi-frame (rejected by convert): {report['multi_frame']}"
     yield f"without a window (percentile fallback): {report['without_window']}"
+    yield f"with reader warnings (the table's warnings column): {report['with_warnings']}"
     lo, hi = (b / 1e6 for b in report["projected_bytes"])
     spec = report["projected_for"]
     yield (
-        f"projected output at {spec['width']}x{spec['height']}, {spec['channels']} channel(s), "
+        f"projected output of the {report['convertible']} file(s) convert will take (of {report['files']}) "
+        f"at {spec['width']}x{spec['height']}, {spec['channels']} channel(s), "
         f"{spec['bits']}-bit PNG: {lo:,.1f}-{hi:,.1f} MB"
     )

@@ -101,7 +101,18 @@ def _memory_note() -> str:
 
 
 def process_row(row: Row, task: Task) -> Sample | Failure:
-    """Read, decode, transform, resize and encode one row's image into a record."""
+    """Read, decode, transform, resize and encode one row's image into a record; what the readers
+    warned of is in the record's ``notes``."""
+    from .dicom import reader_warnings
+
+    with reader_warnings() as found:
+        result = _process_row(row, task)
+    if isinstance(result, Sample) and found:
+        return Sample(result.line, result.image_id, result.target, result.payload, tuple(found))
+    return result
+
+
+def _process_row(row: Row, task: Task) -> Sample | Failure:
     from .dicom import read_dicom
     from .image import encode_png
 

@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 from .config import ConvertConfig
 from .engine import Engine
-from .errors import Failure
+from .errors import Failure, Note
 from .faults import fault_point
 from .journal import Journal, Step
 from .labels import Row
-from .parts import Part, ShardPlan, ShardPlanner, is_part
+from .parts import Part, ShardPlan, ShardPlanner, is_part, notes_of
 from .records import Sample
 from .shards import ShardInfo, ShardWriter
 from .storage import Store
@@ -61,6 +61,8 @@ class OrderedWriter:
     ) -> None:
         self.store, self.engine, self.config, self.journal, self.tally = store, engine, config, journal, tally
         self._writer: ShardWriter | None = None
+        self.rejected = 0  # rows rejected by the workers this run
+        self.notes: list[Note] = []  # the readers' warnings about this run's records
 
     def segment(
         self, task: Task, prefix: str, todo: list[list[Row]], first: int, report: Callable[[], None]
@@ -70,6 +72,7 @@ class OrderedWriter:
         )
         tally, journal = self.tally, self.journal
         for chunk in self.engine.results(task, todo, self.config.timeout):
+            self.notes += notes_of(chunk)
             for item in chunk:
                 tally.position += 1
                 if isinstance(item, Sample):
@@ -82,6 +85,7 @@ class OrderedWriter:
                         journal.append(tally.step(writer.published[-1]))
                 else:
                     tally.failures.append(item)
+                    self.rejected += 1
                 fault_point("row", tally.position)
             report()
         writer.close()
@@ -103,6 +107,8 @@ class PartsWriter:
     ) -> None:
         self.store, self.engine, self.config, self.journal, self.tally = store, engine, config, journal, tally
         self._pending: deque[tuple[ShardPlan, Any]] = deque()
+        self.rejected = 0  # rows rejected by the workers this run
+        self.notes: list[Note] = []  # the readers' warnings about this run's records
 
     def segment(
         self, task: Task, prefix: str, todo: list[list[Row]], first: int, report: Callable[[], None]
@@ -110,6 +116,8 @@ class PartsWriter:
         planner = ShardPlanner(self.config.records_per_shard, first, self.tally.position)
         out = (self.config.out, self.config.storage)
         for part in self.engine.parts(task, todo, self.config.timeout, prefix, out):
+            self.rejected += sum(1 for row in part.rows if isinstance(row, Failure))
+            self.notes += part.notes
             for plan in planner.add(part):
                 self._pending.append((plan, self.engine.assemble(out, prefix, plan, self.config.index)))
             self._publish_done(planner, wait=False)

@@ -28,7 +28,7 @@ def main(labels: str, images: str, out: str, size: str, workers: str) -> None:
         workers=int(workers),
         overwrite=True,
     )
-    convert(config, lambda done, total: marks.append((time.time(), done)))
+    convert(config, lambda done, total, rejected: marks.append((time.time(), done)))
     first = next(mark for mark in marks if mark[1] > 0)
     print(json.dumps({"first": first, "last": marks[-1]}))
 

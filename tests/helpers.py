@@ -206,3 +206,24 @@ def killed_at(command: list[str], points: list[str], **popen: Any) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(killed.pid, signal.SIGKILL)
         assert killed.returncode == -9, f"the fault point {point} was never reached: {err.decode()}"
+
+
+def write_bad_values(root: Path, bad: int, good: int) -> Path:
+    """``bad`` files whose InstanceNumber (IS) is ``1.5``, which pydicom warns of, then ``good``
+    clean ones, and their labels CSV (ids b0.., g0..)."""
+    import warnings
+
+    from dcm2tfrec.testing import anatomy, write_dicom
+
+    lines = ["image_id,path,target"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(bad + good):
+            name = f"b{i}" if i < bad else f"g{i}"
+            number = "1.5" if i < bad else str(i)
+            write_dicom(
+                root / "img" / f"{name}.dcm", anatomy(32, 32, 0, 200, np.uint8, i), InstanceNumber=number
+            )
+            lines.append(f"{name},{name}.dcm,{i % 2}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root / "labels.csv"

@@ -13,7 +13,7 @@ from dcm2tfrec.convert import convert
 from dcm2tfrec.faults import FAULTS_ENV
 from dcm2tfrec.testing import make_demo
 
-from .helpers import killed_at, output_bytes, write_rows
+from .helpers import killed_at, output_bytes, write_bad_values, write_rows
 
 pytest.importorskip("distributed")
 
@@ -361,3 +361,12 @@ def test_a_real_scheduler_and_workers_writing_to_s3_give_the_same_bytes(
     for name in fs.ls("pair/out", detail=False):
         (folder / Path(name).name).write_bytes(fs.cat_file(name))
     assert output_bytes(folder) == reference
+
+
+def test_reader_warnings_on_the_cluster_come_back_with_the_parts(tmp_path: Path) -> None:
+    labels = write_bad_values(tmp_path, bad=3, good=3)
+    config = _config(labels, tmp_path / "img", tmp_path / "out", dask="local:2", dicom_tags=("InstanceNumber",))
+    result = convert(config)
+    assert result.records == 6
+    assert sorted({n.image_id for n in result.notes}) == ["b0", "b1", "b2"]
+    assert "3 x Invalid value for VR IS: '1.5'." in result.summary()

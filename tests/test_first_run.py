@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -87,3 +88,110 @@ def test_a_test_set_without_targets_converts_reads_and_inspects(tmp_path) -> Non
         timeout=120,
     )
     assert proc.returncode == 3, proc.stderr
+
+
+def test_convert_takes_keyword_options_a_dataframe_or_rows_and_draws_or_reports_progress(
+    tmp_path, capsys
+) -> None:
+    import pandas as pd
+    import pytest
+
+    import dcm2tfrec
+    from dcm2tfrec.errors import ConfigError
+
+    from .helpers import output_bytes, read_shards, write_rows
+
+    labels, images = write_rows(tmp_path, 6)
+    frame = pd.read_csv(labels)
+    frame.loc[len(frame)] = {"image_id": "gone", "path": "missing.dcm", "target": 1}
+    frame["target"] = frame["target"].map({0: "benign", 1: "malignant"})
+    calls: list[tuple[int, int, int]] = []
+    result = dcm2tfrec.convert(
+        labels=frame,
+        images=images,
+        out=tmp_path / "frame",
+        size="16",
+        records_per_shard=4,
+        class_map="auto",
+        progress=lambda done, total, rejected: calls.append((done, total, rejected)),
+    )
+    assert result.records == 6 and len(result.shards) == 2 and calls[-1] == (7, 7, 1)
+    assert all(a[0] <= b[0] and a[2] <= b[2] for a, b in itertools.pairwise(calls))
+    text = str(result)
+    assert "7 rows -> 6 records" in text and "file_missing  1" in text
+    assert "0 (benign): 3, 1 (malignant): 3" in text
+    records = read_shards(tmp_path / "frame")
+    assert sorted(r["image_id"] for r in records) == [f"r{i:02d}" for i in range(6)]
+    assert result.manifest["config"]["labels"] == "<DataFrame>"
+
+    from_path = dcm2tfrec.convert(
+        labels=str(labels), images=str(images), out=str(tmp_path / "path"), size="16", records_per_shard=4
+    )
+    dcm2tfrec.convert(
+        labels=pd.read_csv(labels).to_dict("records"),
+        images=images,
+        out=tmp_path / "rows",
+        size="16",
+        records_per_shard=4,
+        progress=True,
+    )
+    shards = [
+        {k: v for k, v in output_bytes(tmp_path / d).items() if k.endswith(".tfrec")}
+        for d in ("path", "rows")
+    ]
+    assert shards[0] == shards[1] and len(shards[0]) == 2
+    assert from_path.manifest["config"]["labels"] == str(labels.resolve())
+    bar = capsys.readouterr().err
+    assert "6/6" in bar and "img" in bar
+    with pytest.raises(TypeError, match="not both"):
+        dcm2tfrec.convert(
+            dcm2tfrec.ConvertConfig.from_options(labels=labels, images=images, out="x"), size="8"
+        )
+    with pytest.raises(ConfigError, match=r"records.per.shard"):
+        dcm2tfrec.convert(labels=labels, images=images, out=tmp_path / "bad", records_per_shard=0)
+
+
+def test_reader_warnings_never_reach_stderr_and_are_summarised(tmp_path) -> None:
+    import dcm2tfrec
+
+    from .helpers import write_bad_values
+
+    labels = write_bad_values(tmp_path, bad=4, good=2)
+    base = ["--labels", str(labels), "--images", str(tmp_path / "img"), "--size", "16"]
+    tag = ["--dicom-tag", "InstanceNumber"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dcm2tfrec", "convert", *base, "--out", str(tmp_path / "out"), *tag],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "UserWarning" not in proc.stderr and "warn_and_log" not in proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "warnings on 4 converted row(s) from pydicom or a decoder" in text
+    assert "4 x Invalid value for VR IS: '1.5'. (first: line 2, id b0)" in text
+    assert "Please see" not in text  # pydicom's pointer to the standard is cut
+    result = dcm2tfrec.convert(
+        labels=labels, images=tmp_path / "img", out=tmp_path / "api", size="16", dicom_tags=["InstanceNumber"]
+    )
+    assert result.records == 6 and not result.failures
+    assert sorted({n.image_id for n in result.notes}) == ["b0", "b1", "b2", "b3"]
+    assert {n.line for n in result.notes} == {2, 3, 4, 5}
+    assert "warnings on 4 converted row(s)" in result.summary()
+
+    table_csv = tmp_path / "table.csv"
+    scanned = subprocess.run(
+        [sys.executable, "-m", "dcm2tfrec", "scan", "--images", base[3], "--out", str(table_csv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert scanned.returncode == 0, scanned.stderr
+    assert "UserWarning" not in scanned.stderr
+    assert "with reader warnings (the table's warnings column): 4" in scanned.stdout + scanned.stderr
+    import csv
+
+    with open(table_csv, newline="") as handle:
+        table = {row["path"]: row["warnings"] for row in csv.DictReader(handle)}
+    assert all("Invalid value for VR IS: '1.5'" in table[f"b{i}.dcm"] for i in range(4))
+    assert table["g4.dcm"] == "" and table["g5.dcm"] == ""

@@ -40,6 +40,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.102"  # MPEG-4: no decoder
     ds.PixelData = encapsulate([bytes(64)])
     ds.save_as(video)
+    frames = write_dicom(images / "bad" / "frames.dcm", np.zeros((8, 8), np.uint16))
+    ds = pydicom.dcmread(frames)
+    ds.NumberOfFrames, ds.PixelData = 2, ds.PixelData * 2  # convert rejects multi-frame files
+    ds.save_as(frames)
     (images / ".hidden").write_text("skipped")
     return root
 
@@ -87,7 +91,9 @@ def test_profile_counts_and_decoders(folder: Path) -> None:
     assert report["transfer_syntax"]["1.2.840.10008.1.2.4.90"]["decoder"] is True
     assert report["transfer_syntax"]["1.2.840.10008.1.2.4.102"]["decoder"] is False
     assert report["modality"]["MG"] == sum(1 for r in readable if r["Modality"] == "MG")
-    assert report["projected_bytes"][0] == int(len(readable) * 512 * 512 * 0.2)
+    assert report["multi_frame"] == 1
+    assert report["convertible"] == len(readable) - 2  # not the MPEG-4 one, not the multi-frame one
+    assert report["projected_bytes"][0] == int(report["convertible"] * 512 * 512 * 0.2)
     assert report["unreadable"]["not_dicom"] >= 3
 
 
