@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-base
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench clean
+.PHONY: help install demo test lint bench wheel clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -53,5 +53,9 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 bench: $(STAMP) ## Benchmark against the tutorial baseline (scripts/bench.py)
 	$(PY) scripts/bench.py
 
+wheel: $(DEMO_STAMP) ## Build dist/dcm2tfrec-*.whl (pip install it anywhere: the CLI comes with it)
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist/*.whl
+
 clean: ## Remove the virtual environment, demo output and caches
-	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) demo dist build .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -7,6 +7,7 @@ so that a URL never turns into a mangled local path.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -188,8 +189,19 @@ class ConvertConfig:
         """A config from flat options named like the command line's: every field of ConvertConfig,
         :class:`Columns` and :class:`ImageSpec`, plus ``size``. Text is parsed as the command line
         parses it (``size="512x384"``, ``window="40,400"``, ``split="train=0.8,val=0.2"``); None
-        means the default."""
-        options = {k: v for k, v in options.items() if v is not None}
+        means the default. The command line's singular names of repeatable options work too
+        (``dicom_tag="ViewPosition"`` = ``dicom_tags=["ViewPosition"]``), and ``class_map`` may be
+        a dict ``{"name": id}``, ``storage_options`` a dict."""
+        options = {_ALIASES.get(k, k): v for k, v in options.items() if v is not None}
+        for key in _REPEATABLE & set(options):
+            if isinstance(options[key], str):
+                options[key] = (options[key],)
+        if isinstance(options.get("storage_options"), dict):
+            options["storage_options"] = [
+                (k, v if isinstance(v, str) else json.dumps(v)) for k, v in options["storage_options"].items()
+            ]
+        if isinstance(options.get("class_map"), dict):
+            options["class_map"] = json.dumps(options["class_map"])
         image: dict[str, Any] = {}
         if "size" in options:
             image["width"], image["height"] = parse_size(str(options.pop("size")))
@@ -206,9 +218,12 @@ class ConvertConfig:
             options["dicom_tags"] = tuple(options["dicom_tags"])
         if "storage_options" in options:
             options["storage_options"] = tuple(parse_storage_option(o) for o in options["storage_options"])
-        unknown = sorted(set(options) - (_field_names(cls) - {"columns", "image"}))
+        known = _field_names(cls) - {"columns", "image"}
+        unknown = sorted(set(options) - known)
         if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(unknown)}")
+            everything = known | _field_names(Columns) | _field_names(ImageSpec) | {"size"}
+            named = [_with_hint(name, everything) for name in unknown]
+            raise ConfigError(f"unknown option(s) {', '.join(named)}")
         return cls(columns=Columns(**columns), image=ImageSpec(**image), **options)
 
     def __post_init__(self) -> None:
@@ -253,6 +268,16 @@ class ConvertConfig:
         data.pop("labels_data")  # the labels' bytes are known by their SHA-256 (manifest, fingerprint)
         result: dict[str, Any] = json.loads(json.dumps(data))  # tuples -> lists, as read back
         return result
+
+
+#: The command line's singular names of repeatable options, and the fields they fill.
+_ALIASES = {"extra_col": "extra_cols", "dicom_tag": "dicom_tags", "storage_option": "storage_options"}
+_REPEATABLE = set(_ALIASES.values())
+
+
+def _with_hint(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, known, 1)
+    return f"{name} (did you mean {close[0]}?)" if close else name
 
 
 def _field_names(cls: type) -> set[str]:

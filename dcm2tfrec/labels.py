@@ -115,12 +115,13 @@ def typed_value(kind: FeatureKind, cell: str) -> FeatureValue:
 
 
 def load_class_map(spec: str, values: list[str]) -> dict[str, int]:
-    """``auto``: the sorted unique non-empty ``values`` numbered from 0; else a JSON file
-    ``{"name": id, ...}`` with distinct int ids."""
+    """``auto``: the sorted unique non-empty ``values`` numbered from 0; else a JSON object
+    ``{"name": id, ...}`` with distinct int ids, inline or in a file."""
     if spec == "auto":
         return {name: i for i, name in enumerate(sorted({v.strip() for v in values if v.strip()}))}
     try:
-        data = json.loads(Path(spec).read_text(encoding="utf-8"))
+        inline = spec.lstrip().startswith("{")
+        data = json.loads(spec if inline else Path(spec).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--class-map {spec}: cannot read a JSON object ({exc})") from None
     ok = isinstance(data, dict) and all(

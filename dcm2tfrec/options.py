@@ -102,7 +102,7 @@ CONVERT = options(
     _opt("--delimiter", help="The CSV's delimiter (one character, or 'tab'); default: detected."),
     _opt(
         "--class-map",
-        help="String targets: 'auto' (sorted unique values -> 0..n-1) or a JSON file {name: id}.",
+        help="String targets: 'auto' (sorted unique values -> 0..n-1) or JSON {name: id}, inline or a file.",
     ),
     _opt("--extra-col", "extra_cols", multiple=True, help="CSV column stored as a feature (repeatable)."),
     _opt("--dicom-tag", "dicom_tags", multiple=True, help="DICOM keyword stored as a feature (repeatable)."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,31 @@ def test_flat_options_are_parsed_as_the_command_line_parses_them() -> None:
     assert config.records_per_shard == 5 and config.worker_memory == default(ConvertConfig, "worker_memory")
 
 
+def test_the_command_lines_singular_names_and_a_dict_class_map_work() -> None:
+    config = ConvertConfig.from_options(
+        labels="l.csv",
+        images="img",
+        out="out",
+        dicom_tag="ViewPosition",
+        extra_col=["age", "site"],
+        storage_option="anon=true",
+        class_map={"benign": 0, "malignant": 1},
+    )
+    assert config.dicom_tags == ("ViewPosition",) and config.columns.extra_cols == ("age", "site")
+    assert config.storage_options == (("anon", "true"),)
+    assert json.loads(config.columns.class_map or "") == {"benign": 0, "malignant": 1}
+    pairs = ConvertConfig.from_options(
+        labels="l.csv", images="img", out="out", storage_options={"anon": True, "endpoint_url": "http://x"}
+    )
+    assert pairs.storage == {"anon": True, "endpoint_url": "http://x"}
+
+
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        ({"sizes": "64"}, "unknown option"),
+        ({"sizes": "64"}, r"unknown option\(s\) sizes \(did you mean size\?\)"),
+        ({"record_per_shard": 5}, "did you mean records_per_shard"),
+        ({"zzz": 1}, r"unknown option\(s\) zzz$"),
         ({"size": "0"}, "--size"),
         ({"bits": 12}, "--bits"),
         ({"window": "40"}, "--window"),

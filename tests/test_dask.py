@@ -365,7 +365,8 @@ def test_a_real_scheduler_and_workers_writing_to_s3_give_the_same_bytes(
 
 def test_reader_warnings_on_the_cluster_come_back_with_the_parts(tmp_path: Path) -> None:
     labels = write_bad_values(tmp_path, bad=3, good=3)
-    config = _config(labels, tmp_path / "img", tmp_path / "out", dask="local:2", dicom_tags=("InstanceNumber",))
+    tags = ("InstanceNumber",)
+    config = _config(labels, tmp_path / "img", tmp_path / "out", dask="local:2", dicom_tags=tags)
     result = convert(config)
     assert result.records == 6
     assert sorted({n.image_id for n in result.notes}) == ["b0", "b1", "b2"]

@@ -81,9 +81,10 @@ def test_the_readme_notebook_snippet_runs(tmp_path: Path, monkeypatch) -> None:
     labels = make_demo(tmp_path, count=4)
     shutil.copy(labels, tmp_path / "train.csv")
     monkeypatch.chdir(tmp_path)
-    code = README[README.index("```python", README.index("Library use from a notebook:")) :]
+    code = README[README.index("```python", README.index("## Python API")) :]
     code = code[len("```python") : code.index("```", 3)]
     printed: list[object] = []
     exec(code, {"print": lambda *args: printed.append(args)})
     assert printed and printed[0][0] == 4 and printed[0][1] == {"file_missing": 1}
+    assert "5 rows -> 4 records" in str(printed[1][0])
     assert (tmp_path / "tfrec" / "manifest.json").is_file()

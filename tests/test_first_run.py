@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -112,7 +113,7 @@ def test_convert_takes_keyword_options_a_dataframe_or_rows_and_draws_or_reports_
         out=tmp_path / "frame",
         size="16",
         records_per_shard=4,
-        class_map="auto",
+        class_map={"malignant": 1, "benign": 0},
         progress=lambda done, total, rejected: calls.append((done, total, rejected)),
     )
     assert result.records == 6 and len(result.shards) == 2 and calls[-1] == (7, 7, 1)
@@ -195,3 +196,41 @@ def test_reader_warnings_never_reach_stderr_and_are_summarised(tmp_path) -> None
         table = {row["path"]: row["warnings"] for row in csv.DictReader(handle)}
     assert all("Invalid value for VR IS: '1.5'" in table[f"b{i}.dcm"] for i in range(4))
     assert table["g4.dcm"] == "" and table["g5.dcm"] == ""
+
+
+def test_the_wheel_carries_the_cli_the_licence_and_the_type_marker(tmp_path) -> None:
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    pip = [sys.executable, "-m", "pip"]
+    build = subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = (tmp_path / "dist").glob("dcm2tfrec-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "dcm2tfrec/py.typed" in names and "dcm2tfrec/cli.py" in names
+    assert not any(n.startswith(("tests/", "scripts/")) for n in names)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "dcm2tfrec = dcm2tfrec.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    target = tmp_path / "site"
+    installed = subprocess.run(
+        [*pip, "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stderr
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    code = "import dcm2tfrec, sys; print(dcm2tfrec.__file__)"
+    run = {"capture_output": True, "text": True, "env": env, "cwd": tmp_path, "timeout": 60}
+    where = subprocess.run([sys.executable, "-c", code], **run)
+    assert where.stdout.startswith(str(target)), where.stdout + where.stderr
+    script = str(target / "bin" / "dcm2tfrec")
+    cli = subprocess.run([script, "convert", "--help"], **run)
+    assert cli.returncode == 0 and "--labels" in cli.stdout, cli.stderr
