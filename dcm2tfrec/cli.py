@@ -127,9 +127,11 @@ def inspect(
         shards = find_shards(local)
         extra = []
         if grid:
-            extra.append(f"grid: {write_grid(shards, grid, limit)} image(s) in {grid}")
+            shown = write_grid(shards, grid, limit, report.class_map)
+            extra.append(f"grid: {shown} image(s) in {grid}")
         if export:
-            extra.append(f"export: {export_images(shards, export, limit)} image(s) in {export}")
+            exported = export_images(shards, export, limit, report.class_map)
+            extra.append(f"export: {exported} image(s) in {export}")
         report.rename(urls)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))

@@ -29,7 +29,7 @@ from .errors import ConfigError, ShardCorrupt, ShardError
 from .manifest import MANIFEST_NAME
 from .records import SCHEMA, check_schema, decode_record
 from .shards import SHARD_SUFFIX, shard_count
-from .sources import FsspecFiles, ShardSet, resolve
+from .sources import FsspecFiles, ShardSet, not_a_shard, resolve
 from .storage import protocol
 from .storage.posix import PosixStore
 from .tfrecord import iter_records
@@ -39,6 +39,8 @@ _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 #: The longest exported file name stem; longer ids are cut and given a hash to stay unique.
 _NAME_LIMIT = 120
+#: ``--head`` shows at most this many characters of a text feature and values of a list.
+_SHOWN_CHARS, _SHOWN_VALUES = 40, 4
 
 
 @dataclass
@@ -68,6 +70,10 @@ class InspectReport:
     missing: list[str] = field(default_factory=list)
     #: Problems outside any one shard (an unreadable manifest, a shard name that is no file).
     problems: list[str] = field(default_factory=list)
+    #: The class names of the targets (``{name: id}``), from the manifest of the run, if it had one.
+    class_map: dict[str, int] | None = None
+    #: The manifests among the paths, each with its shard and record counts.
+    manifests: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -95,6 +101,8 @@ class InspectReport:
 
         for shard in self.shards:
             shard.path, shard.problems = named(shard.path), [named(p) for p in shard.problems]
+        for manifest in self.manifests:
+            manifest["path"] = named(manifest["path"])
         self.missing, self.problems = [named(m) for m in self.missing], [named(p) for p in self.problems]
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +112,8 @@ class InspectReport:
             "totals": self.totals(),
             "missing": self.missing,
             "problems": self.problems,
+            "class_map": self.class_map,
+            "manifests": self.manifests,
             "shards": [asdict(s) for s in self.shards],
         }
 
@@ -122,6 +132,9 @@ def _shard_sets(paths: list[str], problems: list[str] | None = None) -> list[Sha
             raise ConfigError(f"{text}: no such shard, folder or glob match")
         if os.path.exists(text) and not (os.path.isfile(text) or os.path.isdir(text)):
             raise ConfigError(f"{text} is not a regular file or a folder (a FIFO or device?); not read")
+        problem = not_a_shard(text)
+        if problem:
+            raise ConfigError(problem)
         try:
             sets.append(resolve(text, listed=False))
         except ShardError as exc:
@@ -198,6 +211,23 @@ def _check_record(
     return f"{height}x{width}x{channels} {dtype}", problems
 
 
+def _shown(kind: str, values: Sequence[Any]) -> Any:
+    """A feature's value as ``--head`` shows it: a number, text (cut), ``PNG HxWxC`` or a short list."""
+
+    def one(value: Any) -> Any:
+        if kind != "bytes":
+            return value
+        info = png_info(value) if value.startswith(_PNG_SIGNATURE) else None
+        if info:
+            return f"PNG {info[1]}x{info[0]}x{info[2]} {info[3]}"
+        text = value.decode("utf-8", "replace")
+        return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+    if len(values) == 1:
+        return one(values[0])
+    return [one(v) for v in values[:_SHOWN_VALUES]] + (["..."] if len(values) > _SHOWN_VALUES else [])
+
+
 def _summary_of(features: dict[str, Any]) -> tuple[str, Any]:
     """A record's id (text) and target (int, or None when it has none of the right kind)."""
     image_id = _value(features, "image_id", "bytes", b"")
@@ -241,7 +271,9 @@ def inspect_shard(
                     targets[str(target)] += 1
                 report.problems += [f"record {index} at byte {offset}: {p}" for p in problems]
                 if index < head:
-                    report.head.append({"index": index, "image_id": image_id, "target": target, "image": key})
+                    extras = {name: _shown(*value) for name, value in features.items() if name not in SCHEMA}
+                    shown = {"index": index, "image_id": image_id, "target": target, "image": key}
+                    report.head.append({**shown, "features": extras})
     except (ShardCorrupt, OSError) as exc:
         report.problems.append(str(exc))
     report.features = dict(sorted(kinds.items()))
@@ -276,7 +308,15 @@ def _checked_schema(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
 def inspect_paths(paths: list[str], *, verify: bool = False, head: int = 0) -> InspectReport:
     """Inspect every shard named by ``paths``; a manifest next to a shard is checked against it."""
     reports, missing, seen, problems = [], [], set(), []  # type: ignore[var-annotated]
-    for shards in _shard_sets(paths, problems):
+    class_map: dict[str, int] | None = None
+    manifests = []
+    sets = _shard_sets(paths, problems)
+    for text, shards in zip(paths, sets, strict=True):
+        if class_map is None and isinstance((shards.manifest or {}).get("class_map"), dict):
+            class_map = (shards.manifest or {})["class_map"]
+        if text.endswith(".json") and shards.manifest is not None:
+            listed = shards.manifest.get("totals", {})
+            manifests.append({"path": text, "shards": len(shards.files), "records": listed.get("records")})
         for file in shards.files:
             path = Path(file)
             if path in seen:
@@ -289,7 +329,7 @@ def inspect_paths(paths: list[str], *, verify: bool = False, head: int = 0) -> I
                 report.problems.append(f"not listed in {path.parent / MANIFEST_NAME}")
             reports.append(report)
         missing += [m for m in shards.listed_missing() if m not in missing]
-    return InspectReport(reports, verified=verify, missing=missing, problems=problems)
+    return InspectReport(reports, verify, missing, problems, class_map, manifests)
 
 
 @contextlib.contextmanager
@@ -355,8 +395,22 @@ def _display(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, :3])
 
 
-def contact_sheet(items: list[tuple[str, int | None, bytes]], tile: int = 192) -> np.ndarray:
-    """An RGB grid of the images, each captioned with its id and target."""
+def _target_text(target: int | None, names: Mapping[int, str]) -> str:
+    """``1 (malignant)``, ``1`` without a name, ``-`` for no target."""
+    if target is None:
+        return "-"
+    return f"{target} ({names[target]})" if target in names else str(target)
+
+
+def caption_text(image_id: str, target: int | None, names: Mapping[int, str], readable: bool) -> str:
+    """A contact sheet tile's caption: ``id | 1 (malignant)``, or ``id | UNREADABLE``."""
+    return f"{image_id} | {_target_text(target, names) if readable else 'UNREADABLE'}"
+
+
+def contact_sheet(
+    items: list[tuple[str, int | None, bytes]], tile: int = 192, names: Mapping[int, str] | None = None
+) -> np.ndarray:
+    """An RGB grid of the images, each captioned with its id and target (and class name)."""
     cols = max(1, math.ceil(math.sqrt(len(items))))
     rows = max(1, math.ceil(len(items) / cols))
     caption = 22
@@ -373,11 +427,9 @@ def contact_sheet(items: list[tuple[str, int | None, bytes]], tile: int = 192) -
             )
             oy, ox = (tile - h) // 2, (tile - w) // 2
             sheet[y + oy : y + oy + h, x + ox : x + ox + w] = shown
-        shown_target = "-" if target is None else target
-        label = f"{image_id} | {shown_target}" if img is not None else f"{image_id} | UNREADABLE"
         cv2.putText(
             sheet,
-            label[:28],
+            caption_text(image_id, target, names or {}, img is not None)[: max(28, tile // 7)],
             (x + 4, y + tile + 16),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.45,
@@ -388,14 +440,16 @@ def contact_sheet(items: list[tuple[str, int | None, bytes]], tile: int = 192) -
     return sheet
 
 
-def write_grid(shards: list[Path], out: Path, limit: int) -> int:
-    """Write a contact sheet of the first ``limit`` images to ``out`` (a .png file); return how many."""
+def write_grid(shards: list[Path], out: Path, limit: int, class_map: dict[str, int] | None = None) -> int:
+    """Write a contact sheet of the first ``limit`` images to ``out`` (a .png file), captioned with
+    class names when ``class_map`` (``{name: id}``) is given; return how many."""
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--grid {out}: name a .png file")
     if out.is_dir():
         raise ConfigError(f"--grid {out} is a folder; name a .png file")
     items = list(iter_images(shards, limit))
-    _, data = cv2.imencode(".png", cv2.cvtColor(contact_sheet(items), cv2.COLOR_RGB2BGR))
+    sheet = contact_sheet(items, names=_names(class_map))
+    _, data = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     try:
         out.write_bytes(data.tobytes())
     except OSError as exc:
@@ -417,25 +471,33 @@ def safe_name(image_id: str, taken: set[str]) -> str:
     return name
 
 
-def export_images(shards: list[Path], out: Path, limit: int) -> int:
-    """Write the first ``limit`` images as PNG files named by id (the stored bytes), plus labels.csv,
-    into a new or empty folder (a folder with files in it is refused: nothing is overwritten)."""
+def _names(class_map: dict[str, int] | None) -> dict[int, str]:
+    return {v: k for k, v in (class_map or {}).items()}
+
+
+def export_images(shards: list[Path], out: Path, limit: int, class_map: dict[str, int] | None = None) -> int:
+    """Write the first ``limit`` images as PNG files named by id (the stored bytes), plus labels.csv
+    (with a ``class_name`` column when ``class_map`` is given), into a new or empty folder (a folder
+    with files in it is refused: nothing is overwritten)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--export {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"--export {out} is not empty; name a new or empty folder")
     taken: set[str] = {"labels"}
     rows = []
+    names = _names(class_map)
     try:
         out.mkdir(parents=True, exist_ok=True)
         for image_id, target, png in iter_images(shards, limit):
             name = safe_name(image_id, taken) + ".png"
             with open(out / name, "xb") as handle:
                 handle.write(png)
-            rows.append((image_id, "" if target is None else target, name))
+            row = [image_id, "" if target is None else target, name]
+            named = names.get(target, "") if target is not None else ""
+            rows.append([*row, named] if class_map else row)
         with open(out / "labels.csv", "x", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["image_id", "target", "file"])
+            writer.writerow(["image_id", "target", "file", *(["class_name"] if class_map else [])])
             writer.writerows(rows)
     except OSError as exc:
         raise ConfigError(f"cannot write --export {out}: {exc.strerror or exc}") from None
@@ -444,7 +506,11 @@ def export_images(shards: list[Path], out: Path, limit: int) -> int:
 
 def format_report(report: InspectReport) -> str:
     """The human-readable summary."""
-    lines = []
+    from .report import target_counts
+
+    listed = report.manifests
+    lines = [f"manifest {m['path']}: {m['shards']} shard(s), {m['records']} records" for m in listed]
+    names = _names(report.class_map)
     for s in report.shards:
         manifest = (
             "no manifest"
@@ -457,17 +523,18 @@ def format_report(report: InspectReport) -> str:
         if s.pixel_range:
             images += f"; pixel values {s.pixel_range[0]}..{s.pixel_range[1]}"
         lines.append(f"  images    {images or '-'}")
-        lines.append("  targets   " + (", ".join(f"{k}: {v}" for k, v in s.targets.items()) or "-"))
-        lines += [
-            f"  #{h['index']:<5} id={h['image_id']}  target={h['target']}  {h['image']}" for h in s.head
-        ]
+        lines.append(f"  targets   {target_counts(s.targets, report.class_map)}")
+        for h in s.head:
+            extras = "".join(f"  {k}={v}" for k, v in h["features"].items())
+            target = _target_text(h["target"], names)
+            lines.append(f"  #{h['index']:<5} id={h['image_id']}  target={target}  {h['image']}{extras}")
         lines += [f"  PROBLEM   {p}" for p in s.problems]
     lines += [f"MISSING   {m} is listed in the manifest but absent" for m in report.missing]
     lines += [f"PROBLEM   {p}" for p in report.problems]
     t = report.totals()
     verdict = "all checks passed" if report.ok else f"{t['problems']} PROBLEM(S)"
     checked = "CRCs, schema, PNG headers" + (", every PNG decoded" if report.verified else "")
-    targets = ", ".join(f"{k}: {v}" for k, v in t["targets"].items()) or "-"
+    targets = target_counts(t["targets"], report.class_map)
     lines.append(
         f"TOTAL  {t['records']} records in {t['shards']} shard(s), {t['bytes']} bytes; targets {targets}"
     )

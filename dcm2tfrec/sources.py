@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from .errors import ShardError
 from .manifest import MANIFEST_NAME, parse_manifest
-from .shards import SHARD_SUFFIX, shard_count
+from .shards import INDEX_SUFFIX, SHARD_SUFFIX, shard_count
 
 Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 _GLOB_CHARS = frozenset("*?[")
@@ -116,8 +116,30 @@ def read_manifest(path: str, files: Files = LOCAL) -> dict[str, Any]:
     return manifest
 
 
+def not_a_shard(path: str) -> str | None:
+    """Why ``path``, a file a run writes next to its shards, is no shard (None for any other name)."""
+    from .journal import JOURNAL_NAME
+    from .manifest import ERRORS_NAME
+    from .storage.output import LOCK_NAME
+
+    name = posixpath.basename(path.rstrip("/"))
+    kinds = {
+        ERRORS_NAME: "the errors report (a CSV of the rejected rows)",
+        JOURNAL_NAME: "the journal of an interrupted run (convert --resume finishes it)",
+        LOCK_NAME: "the lock of a run",
+    }
+    kind = kinds.get(name) or ("a shard's index file" if name.endswith(INDEX_SUFFIX) else None)
+    if kind is None:
+        return None
+    folder = posixpath.dirname(path) or "."
+    return f"{path} is {kind}, not a shard: name its folder {folder}, the manifest or the .tfrec files"
+
+
 def _files_of(text: str, files: Files, listed: bool, use_manifest: bool) -> tuple[list[str], str | None]:
     """The shard files a path names, and the manifest file it names or holds."""
+    problem = not_a_shard(text)
+    if problem:
+        raise ShardError(problem)
     if text.endswith(".json") and use_manifest:
         folder = posixpath.dirname(text)
         return [posixpath.join(folder, s["file"]) for s in read_manifest(text, files)["shards"]], text

@@ -59,7 +59,8 @@ def test_json_schema_is_stable(good: Path) -> None:
     code, out = _run(str(good / "train-00000-4.tfrec"), "--json", "--verify", "--head", "1")
     assert code == 0
     data = json.loads(out)
-    assert set(data) == {"ok", "verified", "totals", "missing", "problems", "shards"}
+    keys = {"ok", "verified", "totals", "missing", "problems", "class_map", "manifests", "shards"}
+    assert set(data) == keys
     assert set(data["totals"]) == {"shards", "records", "bytes", "targets", "problems"}
     (shard,) = data["shards"]
     assert set(shard) == {
@@ -86,7 +87,8 @@ def test_json_schema_is_stable(good: Path) -> None:
     }
     assert shard["manifest"] == {"listed": True, "records": True, "bytes": True, "sha256": True}
     assert shard["records"] == 4 and 0 <= shard["pixel_range"][0] < shard["pixel_range"][1] <= 255
-    assert set(shard["head"][0]) == {"index", "image_id", "target", "image"}
+    assert set(shard["head"][0]) == {"index", "image_id", "target", "image", "features"}
+    assert data["class_map"] is None and data["manifests"] == []
 
 
 def _flip(path: Path, at: int) -> None:
@@ -176,3 +178,66 @@ def test_safe_names() -> None:
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     code, out = _run(str(tmp_path / "nothing-here"))
     assert code == 2 and "no such shard" in out
+
+
+def test_class_names_extra_features_and_a_manifest_are_shown(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from dcm2tfrec.inspect import caption_text
+
+    from .helpers import write_labels, write_rows
+
+    labels, images = write_rows(tmp_path, 6)
+    with open(labels, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = ["benign", "malignant"]
+    text_rows = [
+        {**r, "target": names[int(r["target"])], "site": f"site {i % 2}"} for i, r in enumerate(rows)
+    ]
+    write_labels(labels, text_rows, ["image_id", "path", "target", "site"])
+    out = tmp_path / "out"
+    config = ConvertConfig.from_options(
+        labels=labels,
+        images=images,
+        out=out,
+        size="16",
+        records_per_shard=4,
+        class_map="auto",
+        extra_cols=["site"],
+        dicom_tags=["Rows"],
+    )
+    convert(config)
+    code, text = _run(str(out), "--head", "2")
+    assert code == 0, text
+    assert "targets   0 (benign): 2, 1 (malignant): 2" in text
+    assert "targets 0 (benign): 3, 1 (malignant): 3" in text  # the total
+    heads = [line for line in text.splitlines() if line.startswith("  #")]
+    assert len(heads) == 4 and all("site=site " in h and "Rows=32" in h for h in heads)
+    assert all("target=0 (benign)" in h or "target=1 (malignant)" in h for h in heads)
+    code, text = _run(str(out / "manifest.json"))
+    assert code == 0 and f"manifest {out / 'manifest.json'}: 2 shard(s), 6 records" in text
+    code, text = _run(str(out), "--json", "--head", "1")
+    data = json.loads(text)
+    assert data["class_map"] == {"benign": 0, "malignant": 1}
+    assert set(data["shards"][0]["head"][0]["features"]) == {"site", "Rows"}
+    code, _ = _run(str(out), "--export", str(tmp_path / "export"))
+    assert code == 0
+    with open(tmp_path / "export" / "labels.csv", newline="") as handle:
+        exported = list(csv.DictReader(handle))
+    assert len(exported) == 6 and all(r["class_name"] == names[int(r["target"])] for r in exported)
+    assert caption_text("a", 1, {1: "malignant"}, True) == "a | 1 (malignant)"
+    assert caption_text("a", None, {}, True) == "a | -"
+    assert caption_text("a", 1, {}, False) == "a | UNREADABLE"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dcm2tfrec", "inspect", str(out), "--head", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "(malignant)" in proc.stdout, proc.stderr
+
+
+def test_a_run_file_named_as_a_shard_is_refused_with_what_it_is(good: Path) -> None:
+    code, out = _run(str(good / "errors.csv"))
+    assert code == 2 and "is the errors report" in out and f"name its folder {good}" in out
