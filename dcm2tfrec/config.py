@@ -23,6 +23,10 @@ ResizeMode = Literal["stretch", "letterbox", "crop"]
 WindowMode = Literal["auto", "none", "fixed"]
 
 RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
+#: What a multi-frame file gives: ``reject`` it (the default: one row stays one record, nothing is
+#: guessed), its ``first`` or ``middle`` frame, or ``all`` frames as one record each.
+FramesMode = Literal["reject", "first", "middle", "all"]
+FRAMES_MODES: tuple[str, ...] = get_args(FramesMode)
 CHANNELS = (1, 3)
 BITS = (8, 16)
 PNG_LEVELS = range(10)
@@ -76,6 +80,8 @@ class ImageSpec:
     #: False: JPEG 2000 / HTJ2K are decoded at the coarsest resolution level that is still at
     #: least the output size (much faster; see README). True: always full resolution.
     exact_decode: bool = False
+    #: What a multi-frame file gives (see :data:`FramesMode`); every mode but ``reject`` stores ``frame``.
+    frames: FramesMode = "reject"
     #: auto-window fallback when a file carries no VOI: these percentiles of the image's
     #: modality values map to 0 and 255 (min-max when they coincide).
     fallback_percentiles: tuple[float, float] = (0.5, 99.5)
@@ -85,6 +91,8 @@ class ImageSpec:
             raise ConfigError(f"--size {self.width}x{self.height}: each side must be 1..{MAX_SIDE}")
         if self.resize not in RESIZE_MODES:
             raise ConfigError(f"--resize must be one of {', '.join(RESIZE_MODES)}")
+        if self.frames not in FRAMES_MODES:
+            raise ConfigError(f"--frames must be one of {', '.join(FRAMES_MODES)}")
         if self.channels not in CHANNELS:
             raise ConfigError("--channels must be 1 or 3")
         if self.bits not in BITS:

@@ -131,6 +131,10 @@ def _in_memory_labels(options: dict[str, Any]) -> dict[str, Any]:
 def _convert(config: ConvertConfig, progress: Progress, engine: Engine | None) -> ConvertResult:
     labels = read_labels(config.labels, config.columns, config.storage_options, config.labels_data)
     task = _task(config, labels)
+    if config.dask and config.image.frames == "all":
+        raise ConfigError(
+            "--frames all runs on this machine only for now: drop --dask (or use --frames first/middle)"
+        )
     if config.dask and "memory" in (protocol(config.out), protocol(config.images)):
         raise ConfigError("memory:// lives in one process: a Dask cluster can neither read nor write it")
     store = open_store(config.out, config.storage)
@@ -159,7 +163,7 @@ class _Run:
         kept = {n for s in steps if s.shard for n in (s.shard.file, s.shard.index) if n}
         foreign = clear_output(store, keep=frozenset(kept | {JOURNAL_NAME} if config.resume else kept))
         journal = Journal(store, fingerprint, steps)
-        tally = Tally(steps[-1].position if steps else 0, Counter(), [])
+        tally = Tally(steps[-1].position if steps else 0, Counter(), [], skip=steps[-1].skip if steps else 0)
 
         parts, assignment = segments(config, self.labels.rows)
         writer = writer_for(store, self.engine, config, journal, tally)
@@ -207,7 +211,8 @@ class _Run:
         seconds = time.perf_counter() - clock
         manifests.write_errors(store, failures)
         target = not config.columns.no_target
-        schema = run_schema(dict(self.task.extra), dict(self.task.tags), self.task.masks, target)
+        frames = self.task.spec.frames != "reject"
+        schema = run_schema(dict(self.task.extra), dict(self.task.tags), self.task.masks, target, frames)
         manifest = manifests.build(
             config,
             fingerprint,

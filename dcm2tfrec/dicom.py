@@ -24,7 +24,7 @@ import pydicom
 from pydicom import uid
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_frames
+from pydicom.encaps import generate_frames, get_frame
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import pixel_array
@@ -80,11 +80,15 @@ _ENCODINGS = {  # (implicit VR, little endian) -> transfer syntax, for files wit
 
 @dataclass
 class DicomImage:
-    """Decoded stored values (rows x cols [x samples]) and the dataset they came from."""
+    """One frame's decoded stored values (rows x cols [x samples]) and the dataset they came from
+    (for an enhanced multi-frame file, with that frame's rescale and window at its top level)."""
 
     pixels: np.ndarray
     header: Dataset
     transfer_syntax: str
+    #: The frame's 0-based index in the file, and the file's number of frames.
+    frame: int = 0
+    frames: int = 1
 
 
 def _not_dicom(path: Path) -> DicomError:
@@ -129,8 +133,9 @@ def read_dataset(path: Path, headers_only: bool = False, max_pixels: int | None 
     return ds
 
 
-def check_header(ds: Dataset, max_pixels: int) -> tuple[int, int, int]:
-    """Validate the image attributes before decoding; return (rows, columns, frames)."""
+def check_header(ds: Dataset, max_pixels: int, frames_mode: str = "reject") -> tuple[int, int, int]:
+    """Validate the image attributes before decoding (``--max-pixels`` counts every frame; a
+    multi-frame file is refused unless ``frames_mode`` takes frames); return (rows, columns, frames)."""
     try:
         rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
         frames = int(ds.get("NumberOfFrames") or 1)
@@ -156,9 +161,12 @@ def check_header(ds: Dataset, max_pixels: int) -> tuple[int, int, int]:
             Reason.TOO_LARGE,
             f"{rows} x {cols} x {frames} frame(s) exceeds --max-pixels {max_pixels}; not decoded",
         )
-    if frames != 1:
+    if frames < 1:
+        raise DicomError(Reason.BAD_HEADER, f"NumberOfFrames={frames}: the image has no frame")
+    if frames != 1 and frames_mode == "reject":
         raise DicomError(
-            Reason.UNSUPPORTED, f"multi-frame image ({frames} frames); only single frames are converted"
+            Reason.UNSUPPORTED,
+            f"multi-frame image ({frames} frames): --frames first, middle or all converts it",
         )
     return rows, cols, frames
 
@@ -180,8 +188,11 @@ def _check_rescale(ds: Dataset) -> None:
             raise DicomError(Reason.BAD_HEADER, "RescaleSlope 0 maps every stored value to one value")
 
 
-def check_pixel_data(ds: Dataset, tsyntax: str, rows: int, cols: int) -> None:
-    """Compare the pixel data with the header: native length, or the codestream's own header."""
+def check_pixel_data(
+    ds: Dataset, tsyntax: str, rows: int, cols: int, frames: int = 1, index: int = 0
+) -> None:
+    """Compare the pixel data with the header: native length (of every frame), or the codestream's
+    own header (of frame ``index``)."""
     element = ds["PixelData"]
     if not element.is_undefined_length:
         expected, actual = int(get_expected_length(ds, unit="bytes")), len(ds.PixelData)
@@ -191,11 +202,11 @@ def check_pixel_data(ds: Dataset, tsyntax: str, rows: int, cols: int) -> None:
             raise DicomError(
                 Reason.PIXEL_DATA_MISMATCH,
                 f"pixel data has {actual} bytes, the header declares {expected} "
-                f"({actual / expected:.2f} frames' worth with NumberOfFrames 1)",
+                f"({actual / expected:.2f} frames' worth with NumberOfFrames {frames})",
             )
         return
     try:
-        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        frame = encapsulated_frame(ds, index, frames)
     except Exception as exc:
         raise DicomError(
             Reason.TRUNCATED, f"encapsulated pixel data is damaged: {type(exc).__name__}: {exc}"
@@ -210,6 +221,13 @@ def check_pixel_data(ds: Dataset, tsyntax: str, rows: int, cols: int) -> None:
             raise DicomError(Reason.TRUNCATED, "the codestream has no end marker (EOI/EOC)")
     elif tsyntax == uid.RLELossless:
         _check_rle(frame, ds)
+
+
+def encapsulated_frame(ds: Dataset, index: int = 0, frames: int = 1) -> bytes:
+    """Frame ``index`` of encapsulated pixel data (one fragment per frame, or the offset tables)."""
+    if frames == 1:
+        return next(generate_frames(ds.PixelData, number_of_frames=1))
+    return get_frame(ds.PixelData, index, number_of_frames=frames)
 
 
 def _unpadded_end(frame: bytes) -> bytes:
@@ -286,15 +304,31 @@ def reader_warnings() -> Iterator[list[str]]:
         logger.propagate = propagate
 
 
+def frame_indexes(frames: int, mode: str) -> range:
+    """The frames a file gives under ``--frames`` ``mode``: all, the middle one (``frames // 2``),
+    or the first."""
+    if mode == "all":
+        return range(frames)
+    middle = frames // 2 if mode == "middle" else 0
+    return range(middle, middle + 1)
+
+
 def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:
-    """Read ``path``, check header and pixel data, and decode its single frame.
+    """Read ``path``, check header and pixel data, and decode its frame (the first, or the middle
+    one with ``--frames middle``); with ``--frames all``, use :func:`iter_frames`."""
+    return next(iter_frames(path, spec))
+
+
+def iter_frames(path: Path, spec: ImageSpec | None = None) -> Iterator[DicomImage]:
+    """Read ``path``, check its header, and decode the frames ``spec.frames`` takes, one at a time
+    (a worker holds one decoded frame, never the whole file's).
 
     Warnings that pydicom or a decoder raise while reading or decoding are treated as damage.
     """
-    max_pixels = (spec or ImageSpec()).max_pixels
+    spec = spec or ImageSpec()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = read_dataset(path, max_pixels=max_pixels)
+        ds = read_dataset(path, max_pixels=spec.max_pixels)
         ended_early = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
         if ended_early:
             raise DicomError(Reason.TRUNCATED, ended_early[0])
@@ -311,23 +345,70 @@ def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:
         if tsyntax not in decoding_plugins():
             name = uid.UID(tsyntax).name
             raise DicomError(Reason.UNSUPPORTED, f"transfer syntax {name} ({tsyntax}) has no pinned decoder")
-        rows, cols, _ = check_header(ds, max_pixels)
-        check_pixel_data(ds, tsyntax, rows, cols)
-        try:
-            pixels = decode_pixels(ds, spec)
-        except (KeyboardInterrupt, SystemExit, GeneratorExit):
-            raise
-        except BaseException as exc:  # also a Rust decoder's panic (pyo3's PanicException)
+        rows, cols, frames = check_header(ds, spec.max_pixels, spec.frames)
+    _raise_damage(caught)
+    for index in frame_indexes(frames, spec.frames):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_pixel_data(ds, tsyntax, rows, cols, frames, index)
+            try:
+                pixels = decode_pixels(ds, spec, index, frames)
+            except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise
+            except BaseException as exc:  # also a Rust decoder's panic (pyo3's PanicException)
+                where = f" frame {index}" if frames > 1 else ""
+                raise DicomError(
+                    Reason.DECODE_FAILED, f"{uid.UID(tsyntax).name}{where}: {type(exc).__name__}: {exc}"
+                ) from None
+        _raise_damage(caught)
+        if pixels.shape[:2] != (rows, cols) and not _is_reduction(pixels.shape[:2], rows, cols):
             raise DicomError(
-                Reason.DECODE_FAILED, f"{uid.UID(tsyntax).name}: {type(exc).__name__}: {exc}"
-            ) from None
+                Reason.HEADER_MISMATCH, f"decoded {pixels.shape}, the header says {rows} x {cols}"
+            )
+        yield DicomImage(pixels, frame_header(ds, index), tsyntax, index, frames)
+
+
+def _raise_damage(caught: list[warnings.WarningMessage]) -> None:
     damage = [str(w.message) for w in caught if _is_damage(str(w.message))]
     if damage:
         raise DicomError(Reason.DECODE_FAILED, f"the reader reported damage: {damage[0]}")
-    if pixels.shape[:2] != (rows, cols) and not _is_reduction(pixels.shape[:2], rows, cols):
-        raise DicomError(Reason.HEADER_MISMATCH, f"decoded {pixels.shape}, the header says {rows} x {cols}")
-    del ds.PixelData
-    return DicomImage(pixels=pixels, header=ds, transfer_syntax=tsyntax)
+
+
+#: Where an enhanced multi-frame file keeps what single-frame files have at the top level.
+_FRAME_GROUPS = {
+    "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept", "RescaleType"),
+    "FrameVOILUTSequence": ("WindowCenter", "WindowWidth", "VOILUTFunction"),
+}
+
+
+def frame_header(ds: Dataset, index: int) -> Dataset:
+    """The header the pixel pipeline reads for frame ``index``: for an enhanced multi-frame file,
+    the shared and then that frame's functional groups' rescale and window copied to the top level
+    (a copy of the header without its pixel data; other files: ``ds`` itself)."""
+    groups = [
+        g
+        for key in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
+        for g in _group(ds, key, index)
+    ]
+    if not groups:
+        return ds
+    header = Dataset({tag: element for tag, element in ds.items() if tag != 0x7FE00010})
+    header.file_meta = ds.file_meta
+    for group in groups:
+        for sequence, keywords in _FRAME_GROUPS.items():
+            items = group.get(sequence)
+            if items:
+                for keyword in keywords:
+                    if keyword in items[0]:
+                        setattr(header, keyword, items[0][keyword].value)
+    return header
+
+
+def _group(ds: Dataset, key: str, index: int) -> list[Dataset]:
+    items = ds.get(key) or []
+    if key == "SharedFunctionalGroupsSequence":
+        return list(items[:1])
+    return [items[index]] if index < len(items) else []
 
 
 _DAMAGE_WORDS = ("end of file", "truncat", "delimiter", "excess", "corrupt", "premature")
@@ -359,8 +440,8 @@ def _is_damage(message: str) -> bool:
     return "excess padding" not in low and any(word in low for word in _DAMAGE_WORDS)
 
 
-def decode_pixels(ds: Dataset, spec: ImageSpec | None = None) -> np.ndarray:
-    """Decode the first frame with the pinned plugin.
+def decode_pixels(ds: Dataset, spec: ImageSpec | None = None, index: int = 0, frames: int = 1) -> np.ndarray:
+    """Decode frame ``index`` (of ``frames``) with the pinned plugin.
 
     When ``spec`` allows it (not ``exact_decode``), an unsigned monochrome JPEG 2000 / HTJ2K
     frame is decoded only down to the coarsest resolution level that is still at least the
@@ -369,18 +450,24 @@ def decode_pixels(ds: Dataset, spec: ImageSpec | None = None) -> np.ndarray:
     tsyntax = str(ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in ds.file_meta else ""
     if spec is not None and not spec.exact_decode and tsyntax in MULTI_RESOLUTION:
         try:
-            reduced = _decode_reduced(ds, spec)
+            reduced = _decode_reduced(ds, spec, encapsulated_frame(ds, index, frames))
         except Exception as exc:  # a decoder's surprise costs speed, never correctness
             log.debug("reduced decoding failed (%s); decoding at full resolution", exc)
             reduced = None
         if reduced is not None:
             return reduced
     if not ds["PixelData"].is_undefined_length:
-        return _decode_native(ds, tsyntax)
-    return pixel_array(ds, decoding_plugin=decoding_plugins().get(tsyntax, ""))
+        return _decode_native(ds, tsyntax, index, frames)
+    plugin = decoding_plugins().get(tsyntax, "")
+    return pixel_array(ds, decoding_plugin=plugin, index=_frame_index(index, frames))
 
 
-def _native_view(ds: Dataset, tsyntax: str) -> np.ndarray:
+def _frame_index(index: int, frames: int) -> int | None:
+    """pydicom's ``index``: None for a single-frame file (its one frame, as a 2D array)."""
+    return index if frames > 1 else None
+
+
+def _native_view(ds: Dataset, tsyntax: str, index: int = 0, frames: int = 1) -> np.ndarray:
     """Native pixel data as a zero-copy view. Little-endian single-sample 8/16-bit data (most CT,
     CR, DX, MR) is viewed directly: the same array as pydicom's ``view_only`` path without its
     per-call option handling (see the README's Performance section). Everything else goes through pydicom."""
@@ -388,15 +475,17 @@ def _native_view(ds: Dataset, tsyntax: str) -> np.ndarray:
     if tsyntax in _LITTLE_ENDIAN_NATIVE and bits in (8, 16) and int(ds.get("SamplesPerPixel") or 1) == 1:
         dtype = np.dtype(f"<{'i' if int(ds.get('PixelRepresentation') or 0) else 'u'}{bits // 8}")
         rows, cols = int(ds.Rows), int(ds.Columns)
-        return np.frombuffer(ds.PixelData, dtype, count=rows * cols).reshape(rows, cols)
-    return pixel_array(ds, view_only=True, correct_unused_bits=False)
+        offset = index * rows * cols * dtype.itemsize
+        return np.frombuffer(ds.PixelData, dtype, count=rows * cols, offset=offset).reshape(rows, cols)
+    view = bits != 1  # bit-packed data cannot be a view
+    return pixel_array(ds, view_only=view, correct_unused_bits=False, index=_frame_index(index, frames))
 
 
-def _decode_native(ds: Dataset, tsyntax: str) -> np.ndarray:
+def _decode_native(ds: Dataset, tsyntax: str, index: int = 0, frames: int = 1) -> np.ndarray:
     """Native pixel data as a zero-copy view; pydicom's unused-bit correction (a full copy and
     two shifts) runs only when a value actually lies outside what BitsStored allows. Big-endian
     data is brought into this machine's byte order, so it takes the same path as its twin."""
-    pixels = _native_view(ds, tsyntax)
+    pixels = _native_view(ds, tsyntax, index, frames)
     if not pixels.dtype.isnative:
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     bits_stored = int(ds.get("BitsStored") or 0)
@@ -404,7 +493,7 @@ def _decode_native(ds: Dataset, tsyntax: str) -> np.ndarray:
         lo, hi = stored_range(ds)
         low, high, _, _ = cv2.minMaxLoc(pixels)
         if low < lo or high > hi:
-            return pixel_array(ds)
+            return pixel_array(ds, index=_frame_index(index, frames))
     return pixels
 
 
@@ -417,7 +506,7 @@ def _decomposition_levels(codestream: bytes) -> int:
     return codestream[cod + 9]
 
 
-def _decode_reduced(ds: Dataset, spec: ImageSpec) -> np.ndarray | None:
+def _decode_reduced(ds: Dataset, spec: ImageSpec, codestream: bytes) -> np.ndarray | None:
     """Reduced-resolution decode with Pillow's OpenJPEG, or None when it does not apply."""
     import openjpeg
     from PIL import Image, Jpeg2KImagePlugin  # noqa: F401  (named, so Pillow loads no other plugin)
@@ -426,7 +515,6 @@ def _decode_reduced(ds: Dataset, spec: ImageSpec) -> np.ndarray | None:
         return None
     rows, cols = int(ds.Rows), int(ds.Columns)
     target_w, target_h = scaled_size(cols, rows, spec)
-    codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
     params = openjpeg.get_parameters(codestream)
     if (params["rows"], params["columns"]) != (rows, cols) or params["is_signed"]:
         return None

@@ -29,12 +29,14 @@ JOURNAL_FORMAT = "dcm2tfrec-journal-1"
 
 @dataclass(frozen=True)
 class Step:
-    """Rows ``[0, position)`` of the plan are done: in published shards or rejected."""
+    """Rows ``[0, position)`` of the plan are done: in published shards or rejected; and the first
+    ``skip`` records of row ``position`` (a multi-frame row that a shard boundary cut) too."""
 
     position: int
     shard: ShardInfo | None = None
     targets: dict[int, int] = field(default_factory=dict)
     failures: tuple[Failure, ...] = ()
+    skip: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class Step:
             "shard": self.shard.to_json() if self.shard else None,
             "targets": {str(k): v for k, v in sorted(self.targets.items())},
             "failures": [f.to_json() for f in self.failures],
+            **({"skip": self.skip} if self.skip else {}),
         }
 
     @classmethod
@@ -51,6 +54,7 @@ class Step:
             shard=ShardInfo(**data["shard"]) if data["shard"] else None,
             targets={int(k): int(v) for k, v in data["targets"].items()},
             failures=tuple(Failure(**f) for f in data["failures"]),
+            skip=int(data.get("skip", 0)),
         )
 
 

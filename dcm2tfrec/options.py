@@ -11,7 +11,17 @@ from typing import Any
 
 import click
 
-from .config import BITS, CHANNELS, PNG_LEVELS, RESIZE_MODES, Columns, ConvertConfig, ImageSpec, default
+from .config import (
+    BITS,
+    CHANNELS,
+    FRAMES_MODES,
+    PNG_LEVELS,
+    RESIZE_MODES,
+    Columns,
+    ConvertConfig,
+    ImageSpec,
+    default,
+)
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 _SPEC, _COLUMNS = ImageSpec(), Columns()
@@ -127,6 +137,12 @@ CONVERT = options(
         type=click.Choice(RESIZE_MODES),
         default=_SPEC.resize,
         help="stretch ignores aspect; letterbox fits and pads with black; crop fills and cuts the centre.",
+    ),
+    _opt(
+        "--frames",
+        type=click.Choice(FRAMES_MODES),
+        default=_SPEC.frames,
+        help="Multi-frame files: reject them, or take the first or middle frame, or all (one record each).",
     ),
     _opt(
         "--window",

@@ -51,7 +51,7 @@ def part_name(segment: str, chunk: int) -> str:
 
 def write_part(store: Store, name: str, results: list[Sample | Failure]) -> Part:
     """Write a chunk's records as one whole object (none when the chunk has no record)."""
-    framed = [frame(r.payload) if isinstance(r, Sample) else None for r in results]
+    framed = [frame(r.payloads[0]) if isinstance(r, Sample) else None for r in results]
     data = b"".join(f for f in framed if f is not None)
     if data:
         try:

@@ -31,10 +31,12 @@ SCHEMA: dict[str, FeatureKind] = {
 FeatureValue = bytes | int | float
 #: The mask feature (``--mask-col``): PNG, uint8, one channel, the image's height and width.
 MASK = "mask"
+#: The frame's 0-based index in its file (``--frames`` first, middle or all).
+FRAME = "frame"
 #: Derived by the reader from ``target`` and the manifest's class map; never stored.
 CLASS_NAME = "class_name"
 #: Feature names the extra columns and DICOM tags may not take.
-RESERVED_FEATURES = frozenset({*SCHEMA, MASK, CLASS_NAME})
+RESERVED_FEATURES = frozenset({*SCHEMA, MASK, FRAME, CLASS_NAME})
 
 
 def tag_kinds(keywords: Sequence[str], extra_cols: Sequence[str] = ()) -> dict[str, FeatureKind]:
@@ -58,22 +60,29 @@ def fixed_schema(target: bool = True) -> dict[str, FeatureKind]:
 
 
 def run_schema(
-    extra: Mapping[str, FeatureKind], tags: Mapping[str, FeatureKind], masks: bool, target: bool = True
+    extra: Mapping[str, FeatureKind],
+    tags: Mapping[str, FeatureKind],
+    masks: bool,
+    target: bool = True,
+    frames: bool = False,
 ) -> dict[str, FeatureKind]:
     """Every feature of a run's records and its kind (the manifest's ``schema``): the fixed
-    features, then the extra columns, DICOM tags and the mask, sorted by name."""
-    optional = dict(extra) | dict(tags) | ({MASK: "bytes"} if masks else {})
+    features, then the extra columns, DICOM tags, the mask and the frame, sorted by name."""
+    optional = (
+        dict(extra) | dict(tags) | ({MASK: "bytes"} if masks else {}) | ({FRAME: "int64"} if frames else {})
+    )
     return fixed_schema(target) | dict(sorted(optional.items()))
 
 
 @dataclass(frozen=True)
 class Sample:
-    """A converted row: CSV line, id, target and the serialized Example."""
+    """A converted row: CSV line, id, target and its serialized Examples (one per record: one for
+    an image, one per frame with ``--frames all``)."""
 
     line: int
     image_id: str
     target: int | None  # None: a run without targets (``--no-target``)
-    payload: bytes
+    payloads: tuple[bytes, ...]
     #: What pydicom or a decoder warned of while converting it (distinct messages, in order).
     notes: tuple[str, ...] = ()
 

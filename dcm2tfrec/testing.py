@@ -33,7 +33,8 @@ def _compress_with(tsyntax: str, plugin: str, **kwargs: Any) -> Encoder:
 
 def _encapsulate_with(tsyntax: str, codec: Callable[[np.ndarray, int], bytes]) -> Encoder:
     def encode(ds: Dataset, pixels: np.ndarray) -> None:
-        ds.PixelData = encapsulate([codec(pixels, int(ds.BitsStored))])
+        frames = pixels if int(ds.get("NumberOfFrames") or 1) > 1 else [pixels]
+        ds.PixelData = encapsulate([codec(frame, int(ds.BitsStored)) for frame in frames])
         ds["PixelData"].VR = "OB"
         ds.file_meta.TransferSyntaxUID = uid.UID(tsyntax)
         if ds.SamplesPerPixel == 3 and tsyntax in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit):
@@ -124,7 +125,8 @@ def write_dicom(
     patient_id: str = "ANON",
     **elements: Any,
 ) -> Path:
-    """Write ``pixels`` as a single-frame DICOM file and return its path.
+    """Write ``pixels`` as a DICOM file and return its path: (rows, cols[, samples]) for one frame,
+    (frames, rows, cols[, samples]) for a multi-frame file (encapsulated: one fragment per frame).
 
     ``rescale`` is (slope, intercept); ``windows`` are (center, width) pairs; ``voi_lut`` is
     (first mapped value, bits per entry, LUT data); extra keyword elements are set as-is.

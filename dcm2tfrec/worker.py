@@ -17,7 +17,7 @@ from .errors import Failure, MaskError, Reason, RowError, os_error_reason
 from .faults import inject_row_fault
 from .inputs import local_file
 from .labels import Row
-from .records import MASK, FeatureKind, Features, FeatureValue, Sample, make_record
+from .records import FRAME, MASK, FeatureKind, Features, FeatureValue, Sample, make_record
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,10 +80,12 @@ def _mask_png(row: Row, task: Task, dicom: DicomImage) -> bytes:
 
 
 def _features(row: Row, task: Task, dicom: DicomImage) -> Features:
-    """The row's features beyond the schema: extra columns, DICOM tags, the mask."""
+    """The record's features beyond the schema: extra columns, DICOM tags, the mask, the frame."""
     from .dicom import tag_value
 
     features: dict[str, tuple[FeatureKind, FeatureValue]] = {}
+    if task.spec.frames != "reject":
+        features[FRAME] = ("int64", dicom.frame)
     for (name, kind), value in zip(task.extra, row.extras, strict=True):
         features[name] = (kind, value)
     for keyword, kind in task.tags:
@@ -108,24 +110,26 @@ def process_row(row: Row, task: Task) -> Sample | Failure:
     with reader_warnings() as found:
         result = _process_row(row, task)
     if isinstance(result, Sample) and found:
-        return Sample(result.line, result.image_id, result.target, result.payload, tuple(found))
+        return Sample(result.line, result.image_id, result.target, result.payloads, tuple(found))
     return result
 
 
-def _process_row(row: Row, task: Task) -> Sample | Failure:
-    from .dicom import read_dicom
+def _record(row: Row, task: Task, dicom: DicomImage) -> bytes:
     from .image import encode_png
 
-    spec = task.spec
+    out = render(dicom.pixels, dicom.header, task.spec)
+    png = encode_png(out, task.spec.png_level)
+    height, width, channels = out.shape
+    return make_record(png, row.target, row.image_id, height, width, channels, _features(row, task, dicom))
+
+
+def _process_row(row: Row, task: Task) -> Sample | Failure:
+    from .dicom import iter_frames
+
     try:
         inject_row_fault(row.image_id)
         with local_file(task.image_root, row.path, task.allow_outside_root, task.storage) as path:
-            dicom = read_dicom(path, spec)
-        out = render(dicom.pixels, dicom.header, spec)
-        png = encode_png(out, spec.png_level)
-        features = _features(row, task, dicom)
-        height, width, channels = out.shape
-        payload = make_record(png, row.target, row.image_id, height, width, channels, features)
+            payloads = tuple(_record(row, task, dicom) for dicom in iter_frames(path, task.spec))
     except RowError as exc:
         return Failure(row.line, row.image_id, row.path, exc.reason, str(exc))
     except MemoryError:
@@ -142,4 +146,4 @@ def _process_row(row: Row, task: Task) -> Sample | Failure:
         raise
     except BaseException as exc:  # also a Rust decoder's panic, which is no Exception
         return Failure(row.line, row.image_id, row.path, Reason.PIXEL_ERROR, f"{type(exc).__name__}: {exc}")
-    return Sample(row.line, row.image_id, row.target, payload)
+    return Sample(row.line, row.image_id, row.target, payloads)

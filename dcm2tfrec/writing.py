@@ -35,9 +35,14 @@ class Tally:
     failures: list[Failure]
     #: Records since the last step (with or without targets).
     records: int = 0
+    #: Records of the row at ``position`` that are in shards already (resuming a cut multi-frame row).
+    skip: int = 0
 
-    def step(self, shard: ShardInfo | None) -> Step:
-        step = Step(self.position, shard, dict(self.targets), tuple(self.failures))
+    def step(self, shard: ShardInfo | None, cut: int = 0) -> Step:
+        """The journal step for ``shard``: after the row at ``position - 1``, or, when a shard
+        boundary cut that row after ``cut`` of its records, at that row with ``skip=cut``."""
+        position = self.position - 1 if cut else self.position
+        step = Step(position, shard, dict(self.targets), tuple(self.failures), cut)
         self.targets, self.failures, self.records = Counter(), [], 0
         return step
 
@@ -76,13 +81,16 @@ class OrderedWriter:
             for item in chunk:
                 tally.position += 1
                 if isinstance(item, Sample):
-                    published = len(writer.published)
-                    writer.write(item.payload)
-                    tally.records += 1
-                    if item.target is not None:
-                        tally.targets[item.target] += 1
-                    if len(writer.published) > published:
-                        journal.append(tally.step(writer.published[-1]))
+                    first, tally.skip = tally.skip, 0
+                    for done, payload in enumerate(item.payloads[first:], first + 1):
+                        published = len(writer.published)
+                        writer.write(payload)
+                        tally.records += 1
+                        if item.target is not None:
+                            tally.targets[item.target] += 1
+                        if len(writer.published) > published:
+                            cut = done if done < len(item.payloads) else 0
+                            journal.append(tally.step(writer.published[-1], cut))
                 else:
                     tally.failures.append(item)
                     self.rejected += 1

@@ -25,15 +25,19 @@ def write_labels(path: Path, rows: Iterable[dict[str, Any]], header: list[str] |
 
 
 def read_shards(out: Path) -> list[dict[str, Any]]:
-    """Every record of every shard in ``out`` (name order), parsed and PNG-decoded by TensorFlow."""
+    """Every record of every shard in ``out`` (name order), parsed and PNG-decoded by TensorFlow;
+    with ``frame`` when the manifest's schema has it (``--frames``)."""
     import tensorflow as tf
 
     from dcm2tfrec.reader import parse_example
 
     files = sorted(str(p) for p in out.glob("*.tfrec"))
+    manifest = out / "manifest.json"
+    schema = json.loads(manifest.read_text())["schema"] if manifest.is_file() else {}
+    framed = "frame" in schema
     records = []
     for raw in tf.data.TFRecordDataset(files):
-        ex = parse_example(raw)
+        ex = parse_example(raw, schema if framed else None)
         png = ex["image"]
         dtype = tf.uint16 if png.numpy()[24:25] == b"\x10" else tf.uint8
         records.append(
@@ -44,6 +48,7 @@ def read_shards(out: Path) -> list[dict[str, Any]]:
                 "width": int(ex["width"]),
                 "channels": int(ex["channels"]),
                 "image": tf.io.decode_png(png, dtype=dtype).numpy(),
+                **({"frame": int(ex["frame"])} if framed else {}),
             }
         )
     return records

@@ -36,7 +36,7 @@ def test_parts_assembled_into_shards_equal_the_one_writer_shards(tmp_path: Path)
     writer = ShardWriter(one, "train", 4, write_index=True)
     for r in results:
         if not isinstance(r, Failure):
-            writer.write(r.payload)
+            writer.write(r.payloads[0])
     expected = writer.close()
     two = PosixStore(str(tmp_path / "two"))
     two.root.mkdir()

@@ -26,7 +26,7 @@ def test_a_good_row_becomes_its_record(tmp_path: Path) -> None:
     write_dicom(tmp_path / "a.dcm", anatomy(32, 32, 0, 4000, np.uint16), bits_stored=12)
     result = process_row(Row(2, "a", "a.dcm", 1), _task(tmp_path))
     assert isinstance(result, Sample) and (result.line, result.image_id, result.target) == (2, "a", 1)
-    features = decode_record(result.payload)
+    features = decode_record(result.payloads[0])
     assert features["image_id"] == ("bytes", [b"a"]) and features["target"] == ("int64", [1])
     assert features["height"] == ("int64", [16]) and features["image"][1][0][:4] == b"\x89PNG"
 

@@ -91,7 +91,7 @@ def canary() -> dict[str, Any]:
             record = process_row(Row(2, name, name, 1), Task(folder, ImageSpec(width=40, height=32)))
             if not isinstance(record, Sample):
                 raise EngineError(f"the canary record failed on {socket.gethostname()}: {record.message}")
-            digest.update(record.payload)
+            digest.update(b"".join(record.payloads))
     return {"host": socket.gethostname(), "versions": library_versions(), "record": digest.hexdigest()}
 
 
