@@ -131,10 +131,6 @@ def _in_memory_labels(options: dict[str, Any]) -> dict[str, Any]:
 def _convert(config: ConvertConfig, progress: Progress, engine: Engine | None) -> ConvertResult:
     labels = read_labels(config.labels, config.columns, config.storage_options, config.labels_data)
     task = _task(config, labels)
-    if config.dask and config.image.frames == "all":
-        raise ConfigError(
-            "--frames all runs on this machine only for now: drop --dask (or use --frames first/middle)"
-        )
     if config.dask and "memory" in (protocol(config.out), protocol(config.images)):
         raise ConfigError("memory:// lives in one process: a Dask cluster can neither read nor write it")
     store = open_store(config.out, config.storage)

@@ -35,12 +35,12 @@ def is_part(name: str) -> bool:
 
 @dataclass(frozen=True)
 class Part:
-    """A chunk's rows as written: ``rows`` holds, in plan order, ``(framed length, target)`` for a
-    record (stored in the part object ``name`` one after another) or the row's Failure; ``notes``:
-    what the readers warned of while converting the records."""
+    """A chunk's rows as written: ``rows`` holds, in plan order, ``(framed lengths, target)`` for a
+    row's records (one per frame with ``--frames all``; stored in the part object ``name`` one after
+    another) or the row's Failure; ``notes``: what the readers warned of about the records."""
 
     name: str
-    rows: tuple[tuple[int, int | None] | Failure, ...]
+    rows: tuple[tuple[tuple[int, ...], int | None] | Failure, ...]
     notes: tuple[Note, ...] = ()
 
 
@@ -51,16 +51,16 @@ def part_name(segment: str, chunk: int) -> str:
 
 def write_part(store: Store, name: str, results: list[Sample | Failure]) -> Part:
     """Write a chunk's records as one whole object (none when the chunk has no record)."""
-    framed = [frame(r.payloads[0]) if isinstance(r, Sample) else None for r in results]
-    data = b"".join(f for f in framed if f is not None)
+    framed = [[frame(p) for p in r.payloads] if isinstance(r, Sample) else [] for r in results]
+    data = b"".join(record for records in framed for record in records)
     if data:
         try:
             store.write(name, data, replace=False)
         except OSError as exc:
             raise OutputError(f"writing {store.path(name)} failed: {exc.strerror or exc}") from exc
-    rows: list[tuple[int, int | None] | Failure] = []
-    for result, framed_record in zip(results, framed, strict=True):
-        rows.append(result if isinstance(result, Failure) else (len(framed_record or b""), result.target))
+    rows: list[tuple[tuple[int, ...], int | None] | Failure] = []
+    for result, records in zip(results, framed, strict=True):
+        rows.append(result if isinstance(result, Failure) else (tuple(map(len, records)), result.target))
     return Part(name, tuple(rows), notes_of(results))
 
 
@@ -82,7 +82,8 @@ class Piece:
 
 @dataclass
 class ShardPlan:
-    """One shard to assemble, and the journal step it closes: rows ``[0, position)`` done."""
+    """One shard to assemble, and the journal step it closes: rows ``[0, position)`` done (and the
+    first ``skip`` records of row ``position`` when the shard ends inside a multi-frame row)."""
 
     index: int
     pieces: list[Piece] = field(default_factory=list)
@@ -90,6 +91,7 @@ class ShardPlan:
     position: int = 0
     targets: Counter[int] = field(default_factory=Counter)
     failures: list[Failure] = field(default_factory=list)
+    skip: int = 0
 
     @property
     def records(self) -> int:
@@ -100,9 +102,11 @@ class ShardPlanner:
     """Cuts the parts of one segment, in plan order, into plans of exactly ``records_per_shard``
     records (the last may hold fewer); journal positions and failures as the one-writer path has them."""
 
-    def __init__(self, records_per_shard: int, first_index: int, position: int) -> None:
+    def __init__(self, records_per_shard: int, first_index: int, position: int, skip: int = 0) -> None:
         self.records_per_shard = records_per_shard
         self.position = position
+        #: Records of the first row that are in shards already (resuming a cut multi-frame row).
+        self.skip = skip
         #: The shard being filled.
         self.open = ShardPlan(first_index)
 
@@ -115,22 +119,31 @@ class ShardPlanner:
             if isinstance(row, Failure):
                 self.open.failures.append(row)
                 continue
-            length, target = row
-            plan = self.open
-            last = plan.pieces[-1] if plan.pieces else None
-            if last is not None and last.part == part.name and last.offset + last.length == offset:
-                plan.pieces[-1] = Piece(part.name, last.offset, last.length + length)
-            else:
-                plan.pieces.append(Piece(part.name, offset, length))
-            plan.lengths.append(length)
-            if target is not None:
-                plan.targets[target] += 1
-            offset += length
-            if plan.records == self.records_per_shard:
-                plan.position = self.position
-                done.append(plan)
-                self.open = ShardPlan(plan.index + 1)
+            lengths, target = row
+            first, self.skip = self.skip, 0
+            offset += sum(lengths[:first])
+            for count, length in enumerate(lengths[first:], first + 1):
+                self._take(part.name, offset, length, target)
+                offset += length
+                plan = self.open
+                if plan.records == self.records_per_shard:
+                    cut = count if count < len(lengths) else 0
+                    plan.position, plan.skip = self.position - (1 if cut else 0), cut
+                    done.append(plan)
+                    self.open = ShardPlan(plan.index + 1)
         return done
+
+    def _take(self, part: str, offset: int, length: int, target: int | None) -> None:
+        """Add the record at ``offset`` of ``part`` to the open shard."""
+        plan = self.open
+        last = plan.pieces[-1] if plan.pieces else None
+        if last is not None and last.part == part and last.offset + last.length == offset:
+            plan.pieces[-1] = Piece(part, last.offset, last.length + length)
+        else:
+            plan.pieces.append(Piece(part, offset, length))
+        plan.lengths.append(length)
+        if target is not None:
+            plan.targets[target] += 1
 
     def close(self) -> tuple[ShardPlan | None, list[Failure], int]:
         """The last, smaller shard (or None) with the failures that follow the last record; the

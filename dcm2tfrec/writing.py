@@ -121,7 +121,8 @@ class PartsWriter:
     def segment(
         self, task: Task, prefix: str, todo: list[list[Row]], first: int, report: Callable[[], None]
     ) -> None:
-        planner = ShardPlanner(self.config.records_per_shard, first, self.tally.position)
+        planner = ShardPlanner(self.config.records_per_shard, first, self.tally.position, self.tally.skip)
+        self.tally.skip = 0
         out = (self.config.out, self.config.storage)
         for part in self.engine.parts(task, todo, self.config.timeout, prefix, out):
             self.rejected += sum(1 for row in part.rows if isinstance(row, Failure))
@@ -146,7 +147,9 @@ class PartsWriter:
         while self._pending and (wait or self._pending[0][1].done()):
             plan, future = self._pending.popleft()
             info: ShardInfo = future.result()
-            self.journal.append(Step(plan.position, info, dict(plan.targets), tuple(plan.failures)))
+            self.journal.append(
+                Step(plan.position, info, dict(plan.targets), tuple(plan.failures), plan.skip)
+            )
             needed = {p.part for pending, _ in self._pending for p in pending.pieces}
             needed |= {p.part for p in planner.open.pieces}
             for name in {p.part for p in plan.pieces} - needed:

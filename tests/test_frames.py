@@ -175,9 +175,12 @@ def test_kill_9_inside_a_multi_frame_row_then_resume_gives_the_uninterrupted_byt
     assert output_bytes(out) == output_bytes(reference)
 
 
-def test_frames_all_on_a_cluster_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+def test_frames_all_on_a_cluster_gives_this_machines_bytes(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
     labels, images = _dataset(tmp_path)
-    args = convert_args(labels, images, tmp_path / "out", "--frames", "all", "--dask", "local:1")
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2 and "--frames all runs on this machine only" in result.output
-    assert not (tmp_path / "out").exists()
+    args = [*WINDOW, "--frames", "all", "--records-per-shard", "3", "--index"]
+    here, there = tmp_path / "here", tmp_path / "there"
+    assert CliRunner().invoke(cli, convert_args(labels, images, here, *args)).exit_code == 0
+    result = CliRunner().invoke(cli, convert_args(labels, images, there, *args, "--dask", "local:2"))
+    assert result.exit_code == 0, result.output
+    assert output_bytes(there) == output_bytes(here)

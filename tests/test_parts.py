@@ -79,3 +79,38 @@ def test_parts_and_parts_being_written_of_an_interrupted_run_are_ours(tmp_path: 
     for name in names:
         (tmp_path / name).write_bytes(b"x")
     assert owned(store) >= set(names[:2]) and not owned(store) & set(names[2:])
+
+
+def test_a_shard_boundary_inside_a_multi_frame_row_is_planned_and_resumed(tmp_path: Path) -> None:
+    from dcm2tfrec.records import Sample
+    from dcm2tfrec.tfrecord import iter_records
+
+    results = [
+        Sample(2, "a", 0, (b"a0", b"a1", b"a2", b"a3", b"a4")),
+        Failure(3, "x", "x.dcm", "file_missing", "gone"),
+        Sample(4, "b", 1, (b"b0", b"b1")),
+        Sample(5, "c", 0, (b"c0",)),
+    ]
+    store = PosixStore(str(tmp_path))
+    part = write_part(store, part_name("train", 0), results)
+    planner = ShardPlanner(3, 0, 0)
+    plans = planner.add(part)
+    last, _, position = planner.close()
+    assert last is not None and position == 4
+    assert [(p.position, p.skip) for p in plans] == [(0, 3), (2, 1)]  # a cut after 3, b after 1
+    assert [dict(p.targets) for p in [*plans, last]] == [{0: 3}, {0: 2, 1: 1}, {1: 1, 0: 1}]
+
+    def records(plan) -> list[bytes]:
+        info = assemble(store, "train", plan, False)
+        with open(tmp_path / info.file, "rb") as handle:
+            return [data for _, data in iter_records(handle, info.file)]
+
+    assert [records(p) for p in [*plans, last]] == [
+        [b"a0", b"a1", b"a2"],
+        [b"a3", b"a4", b"b0"],
+        [b"b1", b"c0"],
+    ]
+    resumed = ShardPlanner(3, 1, 0, skip=3)  # after the journaled first shard: row a, 3 records done
+    again = resumed.add(part)
+    assert [(p.position, p.skip, p.lengths) for p in again] == [(2, 1, plans[1].lengths)]
+    assert again[0].pieces == plans[1].pieces
