@@ -15,7 +15,8 @@ from .image import place, scaled_size
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A 2-D uint8 label image (labels 0..255) from a PNG, a ``.npy`` array or a DICOM file."""
+    """A uint8 label image (labels 0..255) from a PNG, a ``.npy`` array or a DICOM file: 2-D, or
+    (frames, rows, columns) for a multi-frame DICOM file or a 3-D array (one mask per frame)."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
@@ -27,21 +28,32 @@ def read_mask(path: Path) -> np.ndarray:
         if mask is None:
             raise MaskError(f"cannot read {path.name} as a PNG")
     else:
-        from .dicom import read_dicom
+        from .dicom import iter_frames
 
         try:
-            mask = read_dicom(path).pixels
+            frames = [f.pixels for f in iter_frames(path, ImageSpec(frames="all", exact_decode=True))]
         except DicomError as exc:
             raise MaskError(f"{path.name}: {exc}") from None
-    if mask.ndim == 3 and mask.shape[2] in (3, 4) and (mask[..., :3] == mask[..., :1]).all():
+        mask = np.stack(frames) if len(frames) > 1 else frames[0]
+    if mask.ndim in (3, 4) and mask.shape[-1] in (3, 4) and (mask[..., :3] == mask[..., :1]).all():
         mask = mask[..., 0]
-    if mask.ndim != 2:
+    if mask.ndim not in (2, 3) or (mask.ndim == 3 and mask.shape[-1] in (3, 4)):  # colour, not a stack
         raise MaskError(f"{path.name}: a mask must be one channel, this one has shape {mask.shape}")
     if mask.dtype == bool:
         mask = mask.astype(np.uint8)
     if mask.dtype.kind not in "ui" or mask.size == 0 or mask.min() < 0 or mask.max() > 255:
         raise MaskError(f"{path.name}: mask values must be integer labels 0..255 ({mask.dtype} given)")
     return mask.astype(np.uint8)
+
+
+def frame_mask(mask: np.ndarray, frame: int, frames: int, name: str) -> np.ndarray:
+    """The 2-D mask of frame ``frame`` (of ``frames``): a 2-D mask serves every frame, a stack of
+    masks must have one per frame."""
+    if mask.ndim == 2:
+        return mask
+    if mask.shape[0] != frames:
+        raise MaskError(f"mask {name} has {mask.shape[0]} frames, the image {frames}")
+    return mask[frame]
 
 
 def fit_mask(mask: np.ndarray, decoded: tuple[int, int], spec: ImageSpec) -> np.ndarray:

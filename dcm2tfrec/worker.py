@@ -61,25 +61,49 @@ def render(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
     return place(to_output(scale(pixels, spec), header, spec), spec)
 
 
-def _mask_png(row: Row, task: Task, dicom: DicomImage) -> bytes:
-    from .image import encode_png
-    from .masks import empty_mask, fit_mask, read_mask
+class _RowMask:
+    """A row's mask file, read once (at its first frame, after the image proved readable)."""
 
-    spec = task.spec
-    if not row.mask:
-        return encode_png(empty_mask(spec), spec.png_level)
+    def __init__(self, row: Row, task: Task) -> None:
+        self.row, self.task = row, task
+        self._mask: np.ndarray | None = None
+
+    def png(self, dicom: DicomImage) -> bytes:
+        """The mask of ``dicom``'s frame, fitted to its geometry and PNG-encoded."""
+        from .image import encode_png
+        from .masks import empty_mask
+
+        row, task = self.row, self.task
+        if not row.mask:
+            return encode_png(empty_mask(task.spec), task.spec.png_level)
+        if self._mask is None:
+            self._mask = _read_row_mask(row, task)
+        return _fitted_mask_png(self._mask, row, task, dicom)
+
+
+def _read_row_mask(row: Row, task: Task) -> np.ndarray:
+    from .masks import read_mask
+
     try:
-        with local_file(task.image_root, row.mask, task.allow_outside_root, task.storage) as path:
-            mask = read_mask(path)
+        with local_file(task.image_root, row.mask or "", task.allow_outside_root, task.storage) as path:
+            return read_mask(path)
     except (RowError, OSError) as exc:
         raise MaskError(f"mask {row.mask}: {exc}") from None
+
+
+def _fitted_mask_png(stack: np.ndarray, row: Row, task: Task, dicom: DicomImage) -> bytes:
+    from .image import encode_png
+    from .masks import fit_mask, frame_mask
+
+    spec = task.spec
+    mask = frame_mask(stack, dicom.frame, dicom.frames, row.mask or "")
     rows, cols = int(dicom.header.Rows), int(dicom.header.Columns)
     if mask.shape != (rows, cols):
         raise MaskError(f"mask {row.mask} is {mask.shape[0]} x {mask.shape[1]}, the image {rows} x {cols}")
     return encode_png(fit_mask(mask, dicom.pixels.shape[:2], spec), spec.png_level)
 
 
-def _features(row: Row, task: Task, dicom: DicomImage) -> Features:
+def _features(row: Row, task: Task, dicom: DicomImage, mask: _RowMask) -> Features:
     """The record's features beyond the schema: extra columns, DICOM tags, the mask, the frame."""
     from .dicom import tag_value
 
@@ -91,7 +115,7 @@ def _features(row: Row, task: Task, dicom: DicomImage) -> Features:
     for keyword, kind in task.tags:
         features[keyword] = (kind, tag_value(dicom.header, keyword, kind))
     if task.masks:
-        features[MASK] = ("bytes", _mask_png(row, task, dicom))
+        features[MASK] = ("bytes", mask.png(dicom))
     return features
 
 
@@ -114,13 +138,14 @@ def process_row(row: Row, task: Task) -> Sample | Failure:
     return result
 
 
-def _record(row: Row, task: Task, dicom: DicomImage) -> bytes:
+def _record(row: Row, task: Task, dicom: DicomImage, mask: _RowMask) -> bytes:
     from .image import encode_png
 
     out = render(dicom.pixels, dicom.header, task.spec)
     png = encode_png(out, task.spec.png_level)
     height, width, channels = out.shape
-    return make_record(png, row.target, row.image_id, height, width, channels, _features(row, task, dicom))
+    features = _features(row, task, dicom, mask)
+    return make_record(png, row.target, row.image_id, height, width, channels, features)
 
 
 def _process_row(row: Row, task: Task) -> Sample | Failure:
@@ -129,7 +154,8 @@ def _process_row(row: Row, task: Task) -> Sample | Failure:
     try:
         inject_row_fault(row.image_id)
         with local_file(task.image_root, row.path, task.allow_outside_root, task.storage) as path:
-            payloads = tuple(_record(row, task, dicom) for dicom in iter_frames(path, task.spec))
+            mask = _RowMask(row, task)
+            payloads = tuple(_record(row, task, dicom, mask) for dicom in iter_frames(path, task.spec))
     except RowError as exc:
         return Failure(row.line, row.image_id, row.path, exc.reason, str(exc))
     except MemoryError:

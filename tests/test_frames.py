@@ -184,3 +184,37 @@ def test_frames_all_on_a_cluster_gives_this_machines_bytes(tmp_path: Path) -> No
     result = CliRunner().invoke(cli, convert_args(labels, images, there, *args, "--dask", "local:2"))
     assert result.exit_code == 0, result.output
     assert output_bytes(there) == output_bytes(here)
+
+
+def test_masks_follow_the_frames_one_per_frame_or_one_for_all(tmp_path: Path) -> None:
+    labels, images = _dataset(tmp_path)
+    stack = np.zeros((5, 64, 64), np.uint8)
+    for i in range(5):
+        stack[i, :, : 8 * (i + 1)] = i + 1  # frame i: label i+1 over its left 8(i+1) columns
+    write_dicom(images / "a_mask.dcm", stack, modality="SEG")
+    flat = np.zeros((64, 64), np.uint8)
+    flat[32:] = 9
+    np.save(images / "b_mask.npy", flat)
+    np.save(images / "c_mask.npy", np.zeros((3, 64, 64), np.uint8))  # 3 masks for a 1-frame image
+    rows = [
+        {"image_id": n, "path": f"{n}.dcm", "target": 0, "mask": m}
+        for n, m in (("a", "a_mask.dcm"), ("b", "b_mask.npy"), ("c", "c_mask.npy"))
+    ]
+    labels = write_labels(tmp_path / "labels.csv", rows)
+    args = convert_args(labels, images, tmp_path / "out", *WINDOW, "--frames", "all", "--mask-col", "mask")
+    result = CliRunner().invoke(cli, [*args, "--size", "64"])
+    assert result.exit_code == 3, result.output
+    (error,) = read_errors(tmp_path / "out")
+    assert (
+        error["id"] == "c" and error["reason"] == "bad_mask" and "3 frames, the image 1" in error["message"]
+    )
+    from dcm2tfrec.reader import make_dataset
+
+    found = {}
+    for features in make_dataset(tmp_path / "out", batch_size=1, with_features=True):
+        key = (features["image_id"].numpy()[0].decode(), int(features["frame"].numpy()[0]))
+        found[key] = features["mask"][0].numpy()[..., 0]
+    assert sorted(found) == [("a", i) for i in range(5)] + [("b", i) for i in range(4)]
+    for i in range(5):
+        assert np.array_equal(found["a", i], stack[i])
+    assert all(np.array_equal(found["b", i], flat) for i in range(4))

@@ -60,11 +60,15 @@ def test_read_mask_formats(tmp_path: Path) -> None:
     assert np.array_equal(read_mask(tmp_path / "m.dcm"), mask)
     np.save(tmp_path / "float.npy", mask.astype(np.float32))
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    np.save(tmp_path / "cube.npy", np.zeros((4, 4, 5), np.uint8))
+    np.save(tmp_path / "stack.npy", np.arange(80, dtype=np.uint8).reshape(4, 4, 5))  # one mask per frame
+    assert read_mask(tmp_path / "stack.npy").shape == (4, 4, 5)
+    np.save(tmp_path / "colour.npy", np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    np.save(tmp_path / "hyper.npy", np.zeros((2, 4, 4, 5), np.uint8))
     for name, needle in [
         ("float.npy", "integer labels"),
         ("bad.png", "cannot read"),
-        ("cube.npy", "one channel"),
+        ("colour.npy", "one channel"),
+        ("hyper.npy", "one channel"),
     ]:
         with pytest.raises(MaskError, match=needle):
             read_mask(tmp_path / name)
