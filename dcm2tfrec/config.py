@@ -27,6 +27,8 @@ RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 #: guessed), its ``first`` or ``middle`` frame, or ``all`` frames as one record each.
 FramesMode = Literal["reject", "first", "middle", "all"]
 FRAMES_MODES: tuple[str, ...] = get_args(FramesMode)
+#: ``--stack``: 1 (no stack) or 3 neighbouring frames (a PNG holds at most 4 channels; centred needs odd).
+STACKS = (1, 3)
 CHANNELS = (1, 3)
 BITS = (8, 16)
 PNG_LEVELS = range(10)
@@ -82,6 +84,8 @@ class ImageSpec:
     exact_decode: bool = False
     #: What a multi-frame file gives (see :data:`FramesMode`); every mode but ``reject`` stores ``frame``.
     frames: FramesMode = "reject"
+    #: 2.5D: with ``frames="all"``, 3 puts each frame and its two neighbours into the 3 channels.
+    stack: int = 1
     #: auto-window fallback when a file carries no VOI: these percentiles of the image's
     #: modality values map to 0 and 255 (min-max when they coincide).
     fallback_percentiles: tuple[float, float] = (0.5, 99.5)
@@ -95,6 +99,10 @@ class ImageSpec:
             raise ConfigError(f"--frames must be one of {', '.join(FRAMES_MODES)}")
         if self.channels not in CHANNELS:
             raise ConfigError("--channels must be 1 or 3")
+        if self.stack not in STACKS:
+            raise ConfigError("--stack must be 1 or 3 (a frame and its two neighbours in the channels)")
+        if self.stack > 1 and self.frames != "all":
+            raise ConfigError("--stack 3 fills the 3 channels with neighbouring frames: add --frames all")
         if self.bits not in BITS:
             raise ConfigError("--bits must be 8 or 16")
         if self.png_level not in PNG_LEVELS:
@@ -216,7 +224,7 @@ class ConvertConfig:
         image |= {k: options.pop(k) for k in _field_names(ImageSpec) if k in options}
         if isinstance(image.get("window"), str):
             image["window"] = Window.parse(image["window"])
-        image |= {k: int(image[k]) for k in ("channels", "bits") if k in image}
+        image |= {k: int(image[k]) for k in ("channels", "bits", "stack") if k in image}
         columns = {k: options.pop(k) for k in _field_names(Columns) if k in options}
         if "extra_cols" in columns:
             columns["extra_cols"] = tuple(columns["extra_cols"])

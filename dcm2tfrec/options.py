@@ -17,6 +17,7 @@ from .config import (
     FRAMES_MODES,
     PNG_LEVELS,
     RESIZE_MODES,
+    STACKS,
     Columns,
     ConvertConfig,
     ImageSpec,
@@ -143,6 +144,12 @@ CONVERT = options(
         type=click.Choice(FRAMES_MODES),
         default=_SPEC.frames,
         help="Multi-frame files: reject them, or take the first or middle frame, or all (one record each).",
+    ),
+    _opt(
+        "--stack",
+        type=click.Choice([str(k) for k in STACKS]),
+        default=str(_SPEC.stack),
+        help="2.5D with --frames all: 3 = each frame and its two neighbours as the 3 channels.",
     ),
     _opt(
         "--window",

@@ -7,10 +7,12 @@ first use, so a parent that only names :class:`Task` and :func:`process_row` nev
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import os
 import resource
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 from .config import ImageSpec
 from .errors import Failure, MaskError, Reason, RowError, os_error_reason
@@ -19,6 +21,8 @@ from .inputs import local_file
 from .labels import Row
 from .records import FRAME, MASK, FeatureKind, Features, FeatureValue, Sample, make_record
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     import numpy as np
     from pydicom.dataset import Dataset
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
     from .dicom import DicomImage
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Task:
     """What every row of a run shares: the image root, the pixel spec and the optional features."""
 
@@ -138,10 +142,44 @@ def process_row(row: Row, task: Task) -> Sample | Failure:
     return result
 
 
-def _record(row: Row, task: Task, dicom: DicomImage, mask: _RowMask) -> bytes:
+def _records(row: Row, task: Task, frames: Iterator[DicomImage], mask: _RowMask) -> Iterator[bytes]:
+    """The row's records: one per frame, or, with ``--stack 3``, each frame's grey image between
+    its two neighbours' (the end frames repeated at the edges) as the 3 channels."""
+    spec = task.spec
+    if spec.stack == 1:
+        for dicom in frames:
+            yield _record(row, task, dicom, render(dicom.pixels, dicom.header, spec), mask)
+        return
+    import numpy as np
+
+    grey = dataclasses.replace(spec, channels=1)
+    rendered = ((dicom, render(dicom.pixels, dicom.header, grey)) for dicom in frames)
+    for (dicom, _), planes in neighbours(rendered, spec.stack):
+        yield _record(row, task, dicom, np.concatenate([p for _, p in planes], axis=2), mask)
+
+
+def neighbours(items: Iterable[T], k: int) -> Iterator[tuple[T, list[T]]]:
+    """Each item with the ``k`` items centred on it (``k`` odd; the first and last item repeated
+    past the ends), holding at most ``k`` items at a time."""
+    half = k // 2
+    window: collections.deque[T] = collections.deque(maxlen=k)
+    pending = 0  # items seen, not yet yielded as a centre
+    for item in items:
+        if not window:
+            window.extend([item] * half)  # the first item, repeated before the start
+        window.append(item)
+        pending += 1
+        if len(window) == k:
+            yield window[half], list(window)
+            pending -= 1
+    for _ in range(pending):
+        window.append(window[-1])  # the last item, repeated after the end
+        yield window[half], list(window)
+
+
+def _record(row: Row, task: Task, dicom: DicomImage, out: np.ndarray, mask: _RowMask) -> bytes:
     from .image import encode_png
 
-    out = render(dicom.pixels, dicom.header, task.spec)
     png = encode_png(out, task.spec.png_level)
     height, width, channels = out.shape
     features = _features(row, task, dicom, mask)
@@ -155,7 +193,7 @@ def _process_row(row: Row, task: Task) -> Sample | Failure:
         inject_row_fault(row.image_id)
         with local_file(task.image_root, row.path, task.allow_outside_root, task.storage) as path:
             mask = _RowMask(row, task)
-            payloads = tuple(_record(row, task, dicom, mask) for dicom in iter_frames(path, task.spec))
+            payloads = tuple(_records(row, task, iter_frames(path, task.spec), mask))
     except RowError as exc:
         return Failure(row.line, row.image_id, row.path, exc.reason, str(exc))
     except MemoryError:

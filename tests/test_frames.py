@@ -218,3 +218,34 @@ def test_masks_follow_the_frames_one_per_frame_or_one_for_all(tmp_path: Path) ->
     for i in range(5):
         assert np.array_equal(found["a", i], stack[i])
     assert all(np.array_equal(found["b", i], flat) for i in range(4))
+
+
+def test_stack_puts_each_frame_between_its_neighbours_in_the_channels(tmp_path: Path) -> None:
+    labels, images = _dataset(tmp_path)
+    args = [*WINDOW, "--frames", "all", "--stack", "3", "--records-per-shard", "4"]
+    result = CliRunner().invoke(cli, convert_args(labels, images, tmp_path / "out", *args))
+    assert result.exit_code == 0, result.output
+    records = read_shards(tmp_path / "out")
+    assert len(records) == 10 and all(r["channels"] == 3 and r["image"].shape[2] == 3 for r in records)
+    last = {"a": 4, "b": 3, "c": 0}
+    for r in records:
+        i, n = r["frame"], last[r["image_id"]]
+        expected = [LEVEL + STEP * j for j in (max(i - 1, 0), i, min(i + 1, n))]
+        assert [int(np.rint(r["image"][..., c].mean())) for c in range(3)] == expected, (r["image_id"], i)
+    refused = CliRunner().invoke(cli, convert_args(labels, images, tmp_path / "x", "--stack", "3"))
+    assert refused.exit_code == 2 and "add --frames all" in refused.output
+
+
+def test_neighbours_repeat_the_ends_and_hold_k_items() -> None:
+    from dcm2tfrec.worker import neighbours
+
+    assert list(neighbours("abcd", 3)) == [
+        ("a", ["a", "a", "b"]),
+        ("b", ["a", "b", "c"]),
+        ("c", ["b", "c", "d"]),
+        ("d", ["c", "d", "d"]),
+    ]
+    assert list(neighbours("a", 3)) == [("a", ["a", "a", "a"])]
+    assert list(neighbours("ab", 1)) == [("a", ["a"]), ("b", ["b"])]
+    assert [c for c, _ in neighbours("abcdefg", 5)] == list("abcdefg")
+    assert next(iter(neighbours("abc", 5))) == ("a", ["a", "a", "a", "b", "c"])
