@@ -86,6 +86,10 @@ class ImageSpec:
     frames: FramesMode = "reject"
     #: 2.5D: with ``frames="all"``, 3 puts each frame and its two neighbours into the 3 channels.
     stack: int = 1
+    #: 3D: one record per row, the slices of a multi-frame file or of a series folder, in order.
+    volume: bool = False
+    #: With ``volume``: resample along the slice axis to exactly this many slices (0: native depth).
+    depth: int = 0
     #: auto-window fallback when a file carries no VOI: these percentiles of the image's
     #: modality values map to 0 and 255 (min-max when they coincide).
     fallback_percentiles: tuple[float, float] = (0.5, 99.5)
@@ -103,6 +107,10 @@ class ImageSpec:
             raise ConfigError("--stack must be 1 or 3 (a frame and its two neighbours in the channels)")
         if self.stack > 1 and self.frames != "all":
             raise ConfigError("--stack 3 fills the 3 channels with neighbouring frames: add --frames all")
+        if self.volume and (self.frames != "reject" or self.stack > 1):
+            raise ConfigError("--volume takes every slice of a row; it excludes --frames and --stack")
+        if self.depth < 0 or (self.depth and not self.volume):
+            raise ConfigError("--depth N (N >= 1) resamples a volume: use it with --volume")
         if self.bits not in BITS:
             raise ConfigError("--bits must be 8 or 16")
         if self.png_level not in PNG_LEVELS:
@@ -131,6 +139,8 @@ class Columns:
     delimiter: str | None = None
     #: A set without targets (a Kaggle test set): records carry no ``target``.
     no_target: bool = False
+    #: With ``--volume``: the column holding the SeriesInstanceUID to keep from a folder of several.
+    series_col: str | None = None
 
     def __post_init__(self) -> None:
         if self.delimiter is not None:
@@ -224,7 +234,7 @@ class ConvertConfig:
         image |= {k: options.pop(k) for k in _field_names(ImageSpec) if k in options}
         if isinstance(image.get("window"), str):
             image["window"] = Window.parse(image["window"])
-        image |= {k: int(image[k]) for k in ("channels", "bits", "stack") if k in image}
+        image |= {k: int(image[k]) for k in ("channels", "bits", "stack", "depth") if k in image}
         columns = {k: options.pop(k) for k in _field_names(Columns) if k in options}
         if "extra_cols" in columns:
             columns["extra_cols"] = tuple(columns["extra_cols"])
@@ -267,6 +277,12 @@ class ConvertConfig:
         bad = [name for name, _ in self.split if not _NAME.fullmatch(name)]
         if bad:
             raise ConfigError(f"--split name {bad[0]!r}: use letters, digits, '_' and '.' only")
+        if self.image.volume and self.columns.mask_col:
+            raise ConfigError(
+                "--mask-col with --volume is not supported yet: masks are 2D (use --frames all)"
+            )
+        if self.columns.series_col and not self.image.volume:
+            raise ConfigError("--series-col picks the series of a --volume folder: add --volume")
         if self.columns.no_target and (self.stratify or self.columns.class_map):
             raise ConfigError("--stratify and --class-map need targets; --no-target has none")
         if (self.columns.group_col or self.stratify) and not (self.split or self.folds):

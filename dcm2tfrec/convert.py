@@ -207,8 +207,9 @@ class _Run:
         seconds = time.perf_counter() - clock
         manifests.write_errors(store, failures)
         target = not config.columns.no_target
-        frames = self.task.spec.frames != "reject"
-        schema = run_schema(dict(self.task.extra), dict(self.task.tags), self.task.masks, target, frames)
+        spec = self.task.spec
+        extra, tags = dict(self.task.extra), dict(self.task.tags)
+        schema = run_schema(extra, tags, self.task.masks, target, spec.frames != "reject", spec.volume)
         manifest = manifests.build(
             config,
             fingerprint,

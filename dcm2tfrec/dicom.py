@@ -14,7 +14,7 @@ import math
 import re
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,9 +319,11 @@ def read_dicom(path: Path, spec: ImageSpec | None = None) -> DicomImage:
     return next(iter_frames(path, spec))
 
 
-def iter_frames(path: Path, spec: ImageSpec | None = None) -> Iterator[DicomImage]:
-    """Read ``path``, check its header, and decode the frames ``spec.frames`` takes, one at a time
-    (a worker holds one decoded frame, never the whole file's).
+def iter_frames(
+    path: Path, spec: ImageSpec | None = None, indexes: Sequence[int] | None = None
+) -> Iterator[DicomImage]:
+    """Read ``path``, check its header, and decode the frames ``spec.frames`` takes (or those at
+    ``indexes``, in that order), one at a time (a worker holds one decoded frame, never the file's).
 
     Warnings that pydicom or a decoder raise while reading or decoding are treated as damage.
     """
@@ -347,7 +349,7 @@ def iter_frames(path: Path, spec: ImageSpec | None = None) -> Iterator[DicomImag
             raise DicomError(Reason.UNSUPPORTED, f"transfer syntax {name} ({tsyntax}) has no pinned decoder")
         rows, cols, frames = check_header(ds, spec.max_pixels, spec.frames)
     _raise_damage(caught)
-    for index in frame_indexes(frames, spec.frames):
+    for index in frame_indexes(frames, spec.frames) if indexes is None else indexes:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             check_pixel_data(ds, tsyntax, rows, cols, frames, index)

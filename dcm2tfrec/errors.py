@@ -77,13 +77,37 @@ class Reason(str, Enum):
         "outside_root",
         "the path resolves outside `--images` (see `--allow-outside-root`)",
     )
+    MIXED_SERIES = (
+        "mixed_series",
+        "with `--volume`, the folder holds slices of several series and `--series-col` names none of "
+        "them (or one it does not hold)",
+    )
+    INCONSISTENT_SLICES = (
+        "inconsistent_slices",
+        "with `--volume`, the slices differ in orientation, size, photometric interpretation or "
+        "samples per pixel, or a folder holds a multi-frame file",
+    )
+    DUPLICATE_SLICE = (
+        "duplicate_slice",
+        "with `--volume`, two slices lie at the same position (or share an InstanceNumber)",
+    )
+    MISSING_GEOMETRY = (
+        "missing_geometry",
+        "with `--volume`, a slice has neither ImagePositionPatient with ImageOrientationPatient nor "
+        "an InstanceNumber, so the slices cannot be ordered",
+    )
+    UNEVEN_SPACING = (
+        "uneven_spacing",
+        "with `--volume`, a gap between neighbouring slices differs from the median gap by more "
+        "than 10% (a missing slice?)",
+    )
     FILE_MISSING = (
         "file_missing",
         "no file there (or a dangling symlink)",
     )
     NOT_A_FILE = (
         "not_a_file",
-        "a folder or other non-regular file",
+        "a folder (without `--volume`) or other non-regular file",
     )
     UNREADABLE = (
         "unreadable",
@@ -99,8 +123,8 @@ class Reason(str, Enum):
     )
     UNSUPPORTED = (
         "unsupported",
-        "DICOM, but outside the pixel policy (multi-frame, a transfer syntax without a decoder, an "
-        "unknown photometric interpretation)",
+        "DICOM, but outside the pixel policy (multi-frame without `--frames` or `--volume`, a transfer "
+        "syntax without a decoder, an unknown photometric interpretation)",
     )
     BAD_HEADER = (
         "bad_header",

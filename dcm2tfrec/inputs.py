@@ -49,8 +49,9 @@ def _no_nul(rel: str) -> None:
         )
 
 
-def resolve_path(image_root: Path, rel: str, allow_outside_root: bool) -> Path:
-    """Resolve a CSV path under a local ``image_root``; raise DicomError if it escapes or is missing."""
+def resolve_path(image_root: Path, rel: str, allow_outside_root: bool, folders: bool = False) -> Path:
+    """Resolve a CSV path under a local ``image_root`` (a file, or also a folder with ``folders``);
+    raise DicomError if it escapes or is missing."""
     _no_nul(rel)
     candidate = Path(rel)
     full = candidate if candidate.is_absolute() else image_root / candidate
@@ -61,7 +62,7 @@ def resolve_path(image_root: Path, rel: str, allow_outside_root: bool) -> Path:
     if not full.exists():
         detail = "dangling symlink or symlink loop" if full.is_symlink() else "no such file"
         raise DicomError(Reason.FILE_MISSING, f"{rel}: {detail}")
-    if not full.is_file():
+    if not full.is_file() and not (folders and full.is_dir()):
         raise DicomError(Reason.NOT_A_FILE, f"{rel} is not a regular file")
     return full
 
@@ -80,19 +81,26 @@ def _remote_path(root: str, rel: str, allow_outside_root: bool) -> str:
 
 
 @contextlib.contextmanager
-def local_file(image_root: str, rel: str, allow_outside_root: bool, options: Options = ()) -> Iterator[Path]:
-    """The row's file as a local path, while the block runs: resolved under a local root, or fetched
-    from a URL root into a temporary file (removed afterwards). Raises DicomError or OSError."""
+def local_file(
+    image_root: str, rel: str, allow_outside_root: bool, options: Options = (), folders: bool = False
+) -> Iterator[Path]:
+    """The row's file (or, with ``folders``, also its folder) as a local path, while the block runs:
+    resolved under a local root, or fetched from a URL root into a temporary file or folder
+    (removed afterwards). Raises DicomError or OSError."""
     if protocol(image_root) == "file":
-        yield resolve_path(Path(_local(image_root)), rel, allow_outside_root)
+        yield resolve_path(Path(_local(image_root)), rel, allow_outside_root, folders)
         return
     fs, root = filesystem(image_root, dict(options))
     path = _remote_path(root, rel, allow_outside_root)
-    if not fs.isfile(path):
-        if fs.isdir(path):
+    is_folder = not fs.isfile(path) and fs.isdir(path)
+    if not fs.isfile(path) and not (folders and is_folder):
+        if is_folder:
             raise DicomError(Reason.NOT_A_FILE, f"{rel} is not a regular file")
         raise DicomError(Reason.FILE_MISSING, f"{rel}: no such file")
     with tempfile.TemporaryDirectory(prefix="dcm2tfrec-") as folder:
-        local = Path(folder) / (posixpath.basename(path) or "file")
-        fs.get_file(path, str(local))
+        local = Path(folder) / (posixpath.basename(path.rstrip("/")) or "file")
+        if is_folder:
+            fs.get(path.rstrip("/") + "/", str(local), recursive=True)
+        else:
+            fs.get_file(path, str(local))
         yield local

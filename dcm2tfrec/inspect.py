@@ -27,7 +27,7 @@ import numpy as np
 from .config import MAX_SIDE
 from .errors import ConfigError, ShardCorrupt, ShardError
 from .manifest import MANIFEST_NAME
-from .records import SCHEMA, check_schema, decode_record
+from .records import SCHEMA, VOLUME_SCHEMA, check_schema, decode_record
 from .shards import SHARD_SUFFIX, shard_count
 from .sources import FsspecFiles, ShardSet, not_a_shard, resolve
 from .storage import protocol
@@ -187,13 +187,38 @@ def _check_record(
 ) -> tuple[str, list[str]]:
     """The record's image key (``HxWxC dtype``) and its problems (against the manifest's schema
     when there is one)."""
-    problems = check_schema(features, schema)
-    png = _value(features, "image", "bytes", b"")
+    volume = _is_volume(features)
+    problems = check_schema(features, schema or (VOLUME_SCHEMA if volume else None))
     declared = tuple(int(_value(features, k, "int64", -1)) for k in ("height", "width", "channels"))
-    info = png_info(png)
+    if not volume:
+        key, more = _check_png(
+            _value(features, "image", "bytes", b""), "image", declared, verify, pixel_range
+        )
+        return key, problems + more
+    slices = features["frames"][1] if features["frames"][0] == "bytes" else []
+    keys = []
+    for index, png in enumerate(slices):
+        key, more = _check_png(png, f"frame {index}", declared, verify, pixel_range)
+        keys.append(key)
+        problems += more
+    shown = keys[0] if keys and len(set(keys)) == 1 else "mixed" if keys else "no frames"
+    return f"{len(slices)}x{shown}", problems
+
+
+def _is_volume(features: Mapping[str, Any]) -> bool:
+    """Whether a record is a volume (``--volume``): slices in ``frames``, no ``image``."""
+    return "frames" in features and "image" not in features
+
+
+def _check_png(
+    png: Any, name: str, declared: tuple[int, ...], verify: bool, pixel_range: list[int]
+) -> tuple[str, list[str]]:
+    """An image's key (``HxWxC dtype``) and its problems against the declared shape."""
+    info = png_info(png) if isinstance(png, bytes) else None
     if info is None:
-        return "not a PNG", [*problems, "image is not a PNG"]
+        return "not a PNG", [f"{name} is not a PNG"]
     width, height, channels, dtype = info
+    problems = []
     if (height, width, channels) != declared:
         problems.append(f"PNG is {height}x{width}x{channels}, features say {'x'.join(map(str, declared))}")
     elif verify:
@@ -271,7 +296,8 @@ def inspect_shard(
                     targets[str(target)] += 1
                 report.problems += [f"record {index} at byte {offset}: {p}" for p in problems]
                 if index < head:
-                    extras = {name: _shown(*value) for name, value in features.items() if name not in SCHEMA}
+                    fixed = {*VOLUME_SCHEMA} - {"spacing"} if _is_volume(features) else {*SCHEMA}
+                    extras = {name: _shown(*value) for name, value in features.items() if name not in fixed}
                     shown = {"index": index, "image_id": image_id, "target": target, "image": key}
                     report.head.append({**shown, "features": extras})
     except (ShardCorrupt, OSError) as exc:
@@ -302,7 +328,8 @@ def _checked_schema(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     schema = (manifest or {}).get("schema")
     if not isinstance(schema, dict):
         return None
-    return {name: kind for name, kind in SCHEMA.items() if name in schema}
+    fixed = VOLUME_SCHEMA if "frames" in schema and "image" not in schema else SCHEMA
+    return {name: kind for name, kind in fixed.items() if name in schema}
 
 
 def inspect_paths(paths: list[str], *, verify: bool = False, head: int = 0) -> InspectReport:
@@ -360,9 +387,10 @@ def localized(
         yield local, urls
 
 
-def iter_images(shards: list[Path], limit: int) -> Iterator[tuple[str, int | None, bytes]]:
-    """The first ``limit`` readable records' (image_id, target, PNG bytes) across ``shards``; a
-    damaged shard or record is skipped (inspect's report names it)."""
+def iter_images(shards: list[Path], limit: int) -> Iterator[tuple[str, int | None, list[bytes], bool]]:
+    """The first ``limit`` readable records' (image_id, target, PNG bytes: the image or a volume's
+    slices, whether it is a volume) across ``shards``; a damaged shard or record is skipped
+    (inspect's report names it)."""
     count = 0
     for path in shards:
         try:
@@ -375,7 +403,11 @@ def iter_images(shards: list[Path], limit: int) -> Iterator[tuple[str, int | Non
                     except (ValueError, UnicodeDecodeError, struct.error):
                         continue
                     image_id, target = _summary_of(features)
-                    yield image_id, target, _value(features, "image", "bytes", b"")
+                    if _is_volume(features):
+                        slices = [p for p in features["frames"][1] if isinstance(p, bytes)]
+                        yield image_id, target, slices, True
+                    else:
+                        yield image_id, target, [_value(features, "image", "bytes", b"")], False
                     count += 1
         except (ShardCorrupt, OSError):
             continue
@@ -441,13 +473,14 @@ def contact_sheet(
 
 
 def write_grid(shards: list[Path], out: Path, limit: int, class_map: dict[str, int] | None = None) -> int:
-    """Write a contact sheet of the first ``limit`` images to ``out`` (a .png file), captioned with
-    class names when ``class_map`` (``{name: id}``) is given; return how many."""
+    """Write a contact sheet of the first ``limit`` images (a volume: its middle slice) to ``out``
+    (a .png file), captioned with class names when ``class_map`` (``{name: id}``) is given; return
+    how many."""
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--grid {out}: name a .png file")
     if out.is_dir():
         raise ConfigError(f"--grid {out} is a folder; name a .png file")
-    items = list(iter_images(shards, limit))
+    items = [(i, t, pngs[len(pngs) // 2] if pngs else b"") for i, t, pngs, _ in iter_images(shards, limit)]
     sheet = contact_sheet(items, names=_names(class_map))
     _, data = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     try:
@@ -476,7 +509,8 @@ def _names(class_map: dict[str, int] | None) -> dict[int, str]:
 
 
 def export_images(shards: list[Path], out: Path, limit: int, class_map: dict[str, int] | None = None) -> int:
-    """Write the first ``limit`` images as PNG files named by id (the stored bytes), plus labels.csv
+    """Write the first ``limit`` images as PNG files named by id (the stored bytes; a volume: a
+    folder of its slices ``0000.png`` ...), plus labels.csv
     (with a ``class_name`` column when ``class_map`` is given), into a new or empty folder (a folder
     with files in it is refused: nothing is overwritten)."""
     if out.exists() and not out.is_dir():
@@ -488,10 +522,18 @@ def export_images(shards: list[Path], out: Path, limit: int, class_map: dict[str
     names = _names(class_map)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for image_id, target, png in iter_images(shards, limit):
-            name = safe_name(image_id, taken) + ".png"
-            with open(out / name, "xb") as handle:
-                handle.write(png)
+        for image_id, target, pngs, volume in iter_images(shards, limit):
+            stem = safe_name(image_id, taken)
+            if volume:  # a folder of the slices, numbered in slice order
+                name = stem
+                (out / stem).mkdir()
+                for index, png in enumerate(pngs):
+                    with open(out / stem / f"{index:04d}.png", "xb") as handle:
+                        handle.write(png)
+            else:
+                name = stem + ".png"
+                with open(out / name, "xb") as handle:
+                    handle.write(pngs[0])
             row = [image_id, "" if target is None else target, name]
             named = names.get(target, "") if target is not None else ""
             rows.append([*row, named] if class_map else row)

@@ -32,7 +32,7 @@ _HOPELESS_ROWS, _HOPELESS_SHARE = 10, 0.9
 @dataclass(frozen=True)
 class Row:
     """One accepted CSV row: 1-based line number, id exactly as written, path, integer target,
-    group (``--group-col``), typed extra-column values and mask path."""
+    group (``--group-col``), typed extra-column values, mask path and series (``--series-col``)."""
 
     line: int
     image_id: str
@@ -41,6 +41,7 @@ class Row:
     group: str = ""
     extras: tuple[FeatureValue, ...] = ()
     mask: str = ""
+    series: str = ""
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def read_records(
 def _needed_columns(columns: Columns) -> tuple[list[str], list[str]]:
     """The columns the options name, and the fields of the path template."""
     needed = [columns.id_col, *([] if columns.no_target else [columns.target_col]), *columns.extra_cols]
-    needed += [c for c in (columns.group_col, columns.mask_col) if c]
+    needed += [c for c in (columns.group_col, columns.mask_col, columns.series_col) if c]
     fields: list[str] = []
     if columns.path_template:
         fields = template_fields(columns.path_template)
@@ -299,7 +300,8 @@ class _RowParser:
             except ValueError as exc:
                 return failure(Reason.BAD_VALUE, f"column {column!r}: {exc}")
         mask = fields[index[columns.mask_col]].strip() if columns.mask_col else ""
-        return Row(line, image_id, rel, target, group, tuple(extras), mask)
+        series = fields[index[columns.series_col]].strip() if columns.series_col else ""
+        return Row(line, image_id, rel, target, group, tuple(extras), mask, series)
 
 
 def read_labels(

@@ -110,6 +110,10 @@ CONVERT = options(
     _opt(
         "--no-target", is_flag=True, help="A set without targets (e.g. a test set): records carry no target."
     ),
+    _opt(
+        "--series-col",
+        help="With --volume: CSV column with the SeriesInstanceUID a folder's slices must have.",
+    ),
     _opt("--delimiter", help="The CSV's delimiter (one character, or 'tab'); default: detected."),
     _opt(
         "--class-map",
@@ -150,6 +154,17 @@ CONVERT = options(
         type=click.Choice([str(k) for k in STACKS]),
         default=str(_SPEC.stack),
         help="2.5D with --frames all: 3 = each frame and its two neighbours as the 3 channels.",
+    ),
+    _opt(
+        "--volume",
+        is_flag=True,
+        help="3D: one record per row from a multi-frame file or a folder of one series, slices in order.",
+    ),
+    _opt(
+        "--depth",
+        type=click.IntRange(min=0),
+        default=_SPEC.depth,
+        help="With --volume: resample to exactly this many slices (linear in modality values); 0 = native.",
     ),
     _opt(
         "--window",

@@ -107,7 +107,8 @@ def _voi_unit(values: np.ndarray, header: Dataset) -> np.ndarray:
     return (out - lo) / (hi - lo)
 
 
-def _has_voi(header: Dataset) -> bool:
+def has_voi(header: Dataset) -> bool:
+    """Whether the header carries a usable VOI LUT or window."""
     return _voi_lut_usable(header) or _window_usable(header)
 
 
@@ -160,7 +161,14 @@ def grey_transform(
     ``histogram``, when given, returns the image's pixel counts over ``values`` (the LUT
     domain); without it ``values`` is the image itself. Only percentile/min-max windows call it.
     """
-    modality = modality_values(values, header)
+    return display(modality_values(values, header), header, spec, histogram)
+
+
+def display(
+    modality: np.ndarray, header: Dataset, spec: ImageSpec, histogram: Histogram | None = None
+) -> np.ndarray:
+    """Modality values -> output values: the window (``spec.window``, or the header's VOI, or the
+    percentile fallback) and MONOCHROME1 inversion for 8 bits; value + offset for 16 bits."""
     if spec.bits == 16:
         if is_inverted(header):
             lo, hi = modality_values(np.array(stored_range(header)), header)
@@ -170,7 +178,7 @@ def grey_transform(
     unit: np.ndarray | None = None
     if window.mode == "fixed":
         unit = _voi_unit(modality, _fixed_window(header, window))
-    elif window.mode == "auto" and _has_voi(header):
+    elif window.mode == "auto" and has_voi(header):
         try:
             unit = _voi_unit(modality, header)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):

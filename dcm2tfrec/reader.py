@@ -18,7 +18,7 @@ import tensorflow as tf
 from .config import Window
 from .errors import ConfigError, ShardCorrupt, ShardError
 from .policy import VALUE_OFFSET_16
-from .records import CLASS_NAME, MASK, SCHEMA
+from .records import CLASS_NAME, LIST_FEATURES, MASK, SCHEMA
 from .sources import FsspecFiles, ShardSet, Source, cache_folder, cached, resolve
 from .storage import protocol
 from .tfrecord import count_records, iter_records
@@ -97,10 +97,18 @@ def _local_shards(
     return cached(shards, FsspecFiles(scheme, options), cache_folder(key, cache_dir))
 
 
-def feature_spec(schema: dict[str, str] | None = None) -> dict[str, tf.io.FixedLenFeature]:
+def feature_spec(schema: dict[str, str] | None = None) -> dict[str, Any]:
     """The ``tf.io.parse_example`` spec for every feature of ``schema`` (a manifest's ``schema``:
-    extra columns, DICOM tags, mask), by default :data:`records.SCHEMA`."""
-    return {name: tf.io.FixedLenFeature([], _DTYPES[kind]) for name, kind in (schema or SCHEMA).items()}
+    extra columns, DICOM tags, mask; a volume's slices as a ragged list), by default
+    :data:`records.SCHEMA`."""
+    spec: dict[str, Any] = {}
+    for name, kind in (schema or SCHEMA).items():
+        count = LIST_FEATURES.get(name, 1)
+        if isinstance(count, str):  # as many values as another feature says: a volume's slices
+            spec[name] = tf.io.RaggedFeature(_DTYPES[kind])
+        else:
+            spec[name] = tf.io.FixedLenFeature([] if count == 1 else [count], _DTYPES[kind])
+    return spec
 
 
 def parse_example(serialized: tf.Tensor, schema: dict[str, str] | None = None) -> dict[str, Any]:
@@ -282,6 +290,8 @@ def make_dataset(
     record are still checked, ``check`` then compares sizes only).
     With ``with_features`` the dict also holds the extra columns and DICOM tags, ``mask``
     (decoded, uint8, (H, W, 1)) and ``class_name`` when the run had them.
+    Volumes (``--volume``) come as ``(depth, H, W, C)`` images; volumes of different depths in one
+    batch are padded with zeros at the end (``depth`` among the features says how many are real).
     """
     shards = select(resolve_source(source, storage_options), split, exclude)
     if num_shards > 1:
@@ -336,14 +346,25 @@ def make_dataset(
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
-    def decode(serialized: tf.Tensor) -> Any:
-        features = tf.io.parse_example(serialized, feature_spec(schema))
-        images = tf.map_fn(
+    volume = "frames" in schema and "image" not in schema
+    depth = int(image_cfg.get("depth") or 0) or None
+
+    def decode_pngs(pngs: tf.Tensor) -> tf.Tensor:
+        return tf.map_fn(
             lambda png: tf.ensure_shape(tf.io.decode_png(png, channels=channels, dtype=png_dtype), shape),
-            features["image"],
+            pngs,
             fn_output_signature=tf.TensorSpec(shape, png_dtype),
             parallel_iterations=16,
         )
+
+    def decode(serialized: tf.Tensor) -> Any:
+        features = tf.io.parse_example(serialized, feature_spec(schema))
+        if volume:  # (batch, depth, H, W, C); a batch of shallower volumes is padded with zeros
+            slices = features.pop("frames")
+            decoded = tf.RaggedTensor.from_row_lengths(decode_pngs(slices.flat_values), slices.row_lengths())
+            images = tf.ensure_shape(decoded.to_tensor(), [None, depth, *shape])
+        else:
+            images = decode_pngs(features["image"])
         if bits == 16 and out_dtype != tf.uint16:
             values = tf.cast(images, tf.float32) - float(VALUE_OFFSET_16)
             if win is not None:

@@ -28,6 +28,21 @@ SCHEMA: dict[str, FeatureKind] = {
     "channels": "int64",
 }
 
+#: The fixed features of a volume record (``--volume``): ``frames`` holds one PNG per slice, in
+#: slice order (``depth`` of them), ``spacing`` the slice, row and column spacing in mm.
+VOLUME_SCHEMA: dict[str, FeatureKind] = {
+    "frames": "bytes",
+    "target": "int64",
+    "image_id": "bytes",
+    "depth": "int64",
+    "height": "int64",
+    "width": "int64",
+    "channels": "int64",
+    "spacing": "float",
+}
+#: Fixed features holding more than one value: how many (a number, or the feature that says).
+LIST_FEATURES: dict[str, int | str] = {"frames": "depth", "spacing": 3}
+
 FeatureValue = bytes | int | float
 #: The mask feature (``--mask-col``): PNG, uint8, one channel, the image's height and width.
 MASK = "mask"
@@ -54,9 +69,10 @@ def tag_kinds(keywords: Sequence[str], extra_cols: Sequence[str] = ()) -> dict[s
         raise ConfigError(f"--dicom-tag: {exc}") from None
 
 
-def fixed_schema(target: bool = True) -> dict[str, FeatureKind]:
-    """:data:`SCHEMA`, without ``target`` for a run without targets."""
-    return {name: kind for name, kind in SCHEMA.items() if target or name != "target"}
+def fixed_schema(target: bool = True, volume: bool = False) -> dict[str, FeatureKind]:
+    """:data:`SCHEMA` (:data:`VOLUME_SCHEMA` for volumes), without ``target`` for a run without targets."""
+    fixed = VOLUME_SCHEMA if volume else SCHEMA
+    return {name: kind for name, kind in fixed.items() if target or name != "target"}
 
 
 def run_schema(
@@ -65,13 +81,14 @@ def run_schema(
     masks: bool,
     target: bool = True,
     frames: bool = False,
+    volume: bool = False,
 ) -> dict[str, FeatureKind]:
     """Every feature of a run's records and its kind (the manifest's ``schema``): the fixed
     features, then the extra columns, DICOM tags, the mask and the frame, sorted by name."""
     optional = (
         dict(extra) | dict(tags) | ({MASK: "bytes"} if masks else {}) | ({FRAME: "int64"} if frames else {})
     )
-    return fixed_schema(target) | dict(sorted(optional.items()))
+    return fixed_schema(target, volume) | dict(sorted(optional.items()))
 
 
 @dataclass(frozen=True)
@@ -145,6 +162,32 @@ def make_record(
         "channels": channels,
     }
     features = {name: (kind, [values[name]]) for name, kind in fixed_schema(target is not None).items()}
+    features.update({name: (kind, [value]) for name, (kind, value) in (extra or {}).items()})
+    return serialize_example(features)
+
+
+def make_volume_record(
+    slices_png: list[bytes],
+    target: int | None,
+    image_id: str,
+    shape: tuple[int, int, int],
+    spacing: list[float],
+    extra: Features | None = None,
+) -> bytes:
+    """One volume record: the :data:`VOLUME_SCHEMA` features (``shape`` is height, width, channels;
+    ``target`` left out when None) plus ``extra`` ones, each a single value."""
+    height, width, channels = shape
+    values: dict[str, list[FeatureValue]] = {
+        "frames": list(slices_png),
+        "target": [-1 if target is None else target],
+        "image_id": [image_id.encode("utf-8")],
+        "depth": [len(slices_png)],
+        "height": [height],
+        "width": [width],
+        "channels": [channels],
+        "spacing": [float(v) for v in spacing],
+    }
+    features = {name: (kind, values[name]) for name, kind in fixed_schema(target is not None, True).items()}
     features.update({name: (kind, [value]) for name, (kind, value) in (extra or {}).items()})
     return serialize_example(features)
 
@@ -255,6 +298,16 @@ def check_schema(
             problems.append(f"feature {name!r} missing")
         elif features[name][0] != kind:
             problems.append(f"feature {name!r} is {features[name][0]}, expected {kind}")
-        elif len(features[name][1]) != 1:
-            problems.append(f"feature {name!r} has {len(features[name][1])} values, expected 1")
+        elif len(features[name][1]) != _expected_count(name, features):
+            count = _expected_count(name, features)
+            problems.append(f"feature {name!r} has {len(features[name][1])} values, expected {count}")
     return problems
+
+
+def _expected_count(name: str, features: dict[str, tuple[FeatureKind, list[FeatureValue]]]) -> int:
+    """How many values a feature must have: one, or what :data:`LIST_FEATURES` says."""
+    count = LIST_FEATURES.get(name, 1)
+    if isinstance(count, int):
+        return count
+    values = features.get(count, ("int64", []))[1]
+    return int(values[0]) if len(values) == 1 and isinstance(values[0], int) else -1

@@ -24,6 +24,8 @@ from .records import FRAME, MASK, FeatureKind, Features, FeatureValue, Sample, m
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
     from pydicom.dataset import Dataset
 
@@ -177,6 +179,32 @@ def neighbours(items: Iterable[T], k: int) -> Iterator[tuple[T, list[T]]]:
         yield window[half], list(window)
 
 
+def _volume_record(row: Row, task: Task, path: Path, mask: _RowMask) -> bytes:
+    """The row's volume as one record: every slice (or ``--depth`` resampled ones) shown through
+    the middle slice's window, encoded one at a time."""
+    from .image import encode_png
+    from .pixels import is_colour
+    from .records import make_volume_record
+    from .volume import decode_slice, iter_slices, plan_volume
+    from .volume_pixels import display_header, finish, output_spacing, resampled, slice_values
+
+    spec = task.spec
+    volume = plan_volume(path, spec, row.series)
+    count = len(volume.slices)
+    middle = decode_slice(volume, volume.slices[count // 2], spec)
+    header = display_header(middle.pixels, middle.header, spec)
+    colour = is_colour(middle.pixels, middle.header)
+    values = (slice_values(d.pixels, d.header, spec) for d in iter_slices(volume, spec))
+    pngs, shape = [], (0, 0, 0)
+    for slice_values_ in resampled(values, count, spec.depth):
+        out = finish(slice_values_, header, spec, colour)
+        shape = out.shape
+        pngs.append(encode_png(out, spec.png_level))
+    spacing = output_spacing(volume.gap, volume.pixel_spacing, volume.rows, volume.cols, count, spec)
+    features = _features(row, task, middle, mask)
+    return make_volume_record(pngs, row.target, row.image_id, shape, spacing, features)
+
+
 def _record(row: Row, task: Task, dicom: DicomImage, out: np.ndarray, mask: _RowMask) -> bytes:
     from .image import encode_png
 
@@ -191,9 +219,13 @@ def _process_row(row: Row, task: Task) -> Sample | Failure:
 
     try:
         inject_row_fault(row.image_id)
-        with local_file(task.image_root, row.path, task.allow_outside_root, task.storage) as path:
+        volume = task.spec.volume
+        with local_file(task.image_root, row.path, task.allow_outside_root, task.storage, volume) as path:
             mask = _RowMask(row, task)
-            payloads = tuple(_records(row, task, iter_frames(path, task.spec), mask))
+            if volume:
+                payloads: tuple[bytes, ...] = (_volume_record(row, task, path, mask),)
+            else:
+                payloads = tuple(_records(row, task, iter_frames(path, task.spec), mask))
     except RowError as exc:
         return Failure(row.line, row.image_id, row.path, exc.reason, str(exc))
     except MemoryError:
