@@ -134,7 +134,7 @@ def _plan_folder(folder: Path, series: str) -> Volume:
         for _, ds in headers
     ]
     instances = [_instance(ds) for _, ds in headers]
-    slices = _order(
+    slices = order_slices(
         [p for p, _ in headers],
         [0] * len(headers),
         [g[0] for g in geometry],
@@ -143,7 +143,7 @@ def _plan_folder(folder: Path, series: str) -> Volume:
         [p.name for p, _ in headers],
     )
     first = headers[0][1]
-    return Volume(slices, _gap(slices), _pixel_spacing(first), int(first.Rows), int(first.Columns))
+    return Volume(slices, slice_gap(slices), _pixel_spacing(first), int(first.Rows), int(first.Columns))
 
 
 def _plan_file(path: Path) -> Volume:
@@ -161,7 +161,7 @@ def _plan_file(path: Path) -> Volume:
         positions.append(_frame_value(ds, group, shared, "PlanePositionSequence", "ImagePositionPatient", 3))
     if frames > 1 and any(p is None for p in positions):
         positions = [None] * frames  # no per-frame positions: the file's frame order
-    slices = _order(
+    slices = order_slices(
         [path] * frames,
         list(range(frames)),
         orientations,
@@ -173,7 +173,7 @@ def _plan_file(path: Path) -> Volume:
         gap = _floats([ds.get("SpacingBetweenSlices") or math.nan], 1)
         spacing = gap[0] if gap else math.nan
     else:
-        spacing = _gap(slices)
+        spacing = slice_gap(slices)
     return Volume(slices, spacing, _pixel_spacing(ds, shared), int(ds.Rows), int(ds.Columns), path)
 
 
@@ -202,7 +202,7 @@ def _check_alike(headers: list[tuple[str, Dataset]]) -> None:
             )
 
 
-def _order(
+def order_slices(
     paths: list[Path],
     frames: list[int],
     orientations: list[list[float] | None],
@@ -210,7 +210,8 @@ def _order(
     instances: list[int | None],
     names: list[str],
 ) -> list[Slice]:
-    """The slices in position order (or InstanceNumber order without geometry)."""
+    """The slices in position order (or InstanceNumber order without geometry); DicomError for
+    differing orientations, two slices at one position, or slices that nothing orders."""
     if all(o is not None and p is not None for o, p in zip(orientations, positions, strict=True)):
         first = orientations[0] or []
         for name, orientation in zip(names, orientations, strict=True):
@@ -249,7 +250,7 @@ def _order(
     )
 
 
-def _gap(slices: list[Slice]) -> float:
+def slice_gap(slices: list[Slice]) -> float:
     """The median gap between neighbouring slices (mm; NaN without positions or with one slice);
     DicomError when a gap is further from it than :data:`SPACING_TOLERANCE` allows."""
     if len(slices) < 2 or slices[0].position is None:
@@ -283,3 +284,22 @@ def decode_slice(volume: Volume, piece: Slice, spec: ImageSpec) -> DicomImage:
     """One slice of the volume, decoded."""
     single = dataclasses.replace(spec, frames="all", volume=False, depth=0)
     return next(iter_frames(piece.path, single, [piece.frame] if volume.source is not None else None))
+
+
+def series_problem(
+    names: list[str], orientations: list[str], positions: list[str], instances: list[str]
+) -> tuple[str, float]:
+    """What ``--volume`` would say of one series given as header text (scan's table: ``\\``-joined
+    numbers): ``("", median gap)`` when it would convert, else (the reason, NaN)."""
+    try:
+        slices = order_slices(
+            [Path(n) for n in names],
+            [0] * len(names),
+            [_floats(o.split("\\"), 6) if o else None for o in orientations],
+            [_floats(p.split("\\"), 3) if p else None for p in positions],
+            [int(i) if i.lstrip("-").isdigit() else None for i in instances],
+            names,
+        )
+        return "", slice_gap(slices)
+    except DicomError as exc:
+        return exc.reason.value, math.nan

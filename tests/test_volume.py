@@ -263,3 +263,42 @@ def test_volume_options_that_do_not_fit_are_refused(tmp_path: Path) -> None:
     ):
         result = CliRunner().invoke(cli, convert_args(labels, tmp_path, tmp_path / "out", *extra))
         assert result.exit_code == 2 and needle in result.output, result.output
+
+
+def test_scan_reports_series_per_folder_and_what_volume_would_make_of_them(tmp_path: Path) -> None:
+    img = tmp_path / "img"
+    _series(img / "good", count=5, gap=1.25)
+    _series(img / "gap", count=6, skip=(3,))
+    _series(img / "mixed", count=3)
+    other = _series(img / "other", count=3)
+    for path in (img / "other").iterdir():
+        shutil.move(path, img / "mixed" / f"o{path.name}")
+    table = tmp_path / "table.csv"
+    result = CliRunner().invoke(cli, ["scan", "--images", str(img), "--out", str(table), "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads(result.output[result.output.index("{") :])
+    assert report["series"] == {
+        "series": 4,
+        "folders": 3,  # good, gap, mixed (two series)
+        "folders_with_several_series": 1,
+        "as_volumes": {"ok": 3, "uneven_spacing": 1},
+        "slice_gap_mm": [1.25, 2.5],
+    }
+    assert other in table.read_text()
+    text = CliRunner().invoke(cli, ["scan", "--images", str(img), "--out", str(table)]).output
+    assert "series: 4 in 3 folder(s), 1 folder(s) with several" in text
+    assert "series of several files as --volume: ok 3, uneven_spacing 1; slice gaps 1.25-2.5 mm" in text
+
+
+def test_a_16_bit_volume_is_windowed_at_read_time_like_a_2d_record(tmp_path: Path) -> None:
+    _series(tmp_path / "img" / "s", count=12)
+    labels = write_labels(tmp_path / "labels.csv", [{"image_id": "s", "path": "s", "target": 1}])
+    out = tmp_path / "out"
+    args = convert_args(labels, tmp_path / "img", out, "--volume", "--bits", "16", "--size", "32")
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    hu, _ = next(iter(dcm2tfrec.make_dataset(out, batch_size=1, image_dtype="float32")))
+    assert [round(float(hu[0, k].numpy().mean())) for k in range(12)] == [100 * k for k in range(12)]
+    shown, _ = next(iter(dcm2tfrec.make_dataset(out, batch_size=1, window=(550.5, 1101))))
+    assert shown.dtype.name == "uint8" and _levels(shown[0].numpy()) == _hu_levels(12)
