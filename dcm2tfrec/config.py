@@ -277,10 +277,6 @@ class ConvertConfig:
         bad = [name for name, _ in self.split if not _NAME.fullmatch(name)]
         if bad:
             raise ConfigError(f"--split name {bad[0]!r}: use letters, digits, '_' and '.' only")
-        if self.image.volume and self.columns.mask_col:
-            raise ConfigError(
-                "--mask-col with --volume is not supported yet: masks are 2D (use --frames all)"
-            )
         if self.columns.series_col and not self.image.volume:
             raise ConfigError("--series-col picks the series of a --volume folder: add --volume")
         if self.columns.no_target and (self.stratify or self.columns.class_map):

@@ -18,7 +18,7 @@ import tensorflow as tf
 from .config import Window
 from .errors import ConfigError, ShardCorrupt, ShardError
 from .policy import VALUE_OFFSET_16
-from .records import CLASS_NAME, LIST_FEATURES, MASK, SCHEMA
+from .records import CLASS_NAME, MASK, SCHEMA, list_count
 from .sources import FsspecFiles, ShardSet, Source, cache_folder, cached, resolve
 from .storage import protocol
 from .tfrecord import count_records, iter_records
@@ -102,8 +102,10 @@ def feature_spec(schema: dict[str, str] | None = None) -> dict[str, Any]:
     extra columns, DICOM tags, mask; a volume's slices as a ragged list), by default
     :data:`records.SCHEMA`."""
     spec: dict[str, Any] = {}
-    for name, kind in (schema or SCHEMA).items():
-        count = LIST_FEATURES.get(name, 1)
+    schema = schema or dict(SCHEMA)
+    volume = "frames" in schema and "image" not in schema
+    for name, kind in schema.items():
+        count = list_count(name, volume)
         if isinstance(count, str):  # as many values as another feature says: a volume's slices
             spec[name] = tf.io.RaggedFeature(_DTYPES[kind])
         else:
@@ -378,11 +380,22 @@ def make_dataset(
             features = {**features, "image": images}
             if MASK in features:
                 mask_shape = [shape[0], shape[1], 1]
-                features[MASK] = tf.map_fn(
-                    lambda png: tf.ensure_shape(tf.io.decode_png(png, channels=1), mask_shape),
-                    features[MASK],
-                    fn_output_signature=tf.TensorSpec(mask_shape, tf.uint8),
-                )
+
+                def decode_masks(pngs: tf.Tensor) -> tf.Tensor:
+                    return tf.map_fn(
+                        lambda png: tf.ensure_shape(tf.io.decode_png(png, channels=1), mask_shape),
+                        pngs,
+                        fn_output_signature=tf.TensorSpec(mask_shape, tf.uint8),
+                    )
+
+                masks = features[MASK]
+                if volume:  # (batch, depth, H, W, 1), padded like the images
+                    ragged = tf.RaggedTensor.from_row_lengths(
+                        decode_masks(masks.flat_values), masks.row_lengths()
+                    )
+                    features[MASK] = tf.ensure_shape(ragged.to_tensor(), [None, depth, *mask_shape])
+                else:
+                    features[MASK] = decode_masks(masks)
             if mapping:
                 features[CLASS_NAME] = names.lookup(features["target"])
             return features

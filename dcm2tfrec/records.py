@@ -40,8 +40,15 @@ VOLUME_SCHEMA: dict[str, FeatureKind] = {
     "channels": "int64",
     "spacing": "float",
 }
-#: Fixed features holding more than one value: how many (a number, or the feature that says).
-LIST_FEATURES: dict[str, int | str] = {"frames": "depth", "spacing": 3}
+#: A volume record's features holding more than one value: how many (a number, or the feature that
+#: says); its ``mask`` holds one PNG per slice.
+LIST_FEATURES: dict[str, int | str] = {"frames": "depth", "spacing": 3, "mask": "depth"}
+
+
+def list_count(name: str, volume: bool) -> int | str:
+    """How many values feature ``name`` holds: 1, or (in a volume record) what :data:`LIST_FEATURES` says."""
+    return LIST_FEATURES.get(name, 1) if volume else 1
+
 
 FeatureValue = bytes | int | float
 #: The mask feature (``--mask-col``): PNG, uint8, one channel, the image's height and width.
@@ -173,9 +180,11 @@ def make_volume_record(
     shape: tuple[int, int, int],
     spacing: list[float],
     extra: Features | None = None,
+    masks: list[bytes] | None = None,
 ) -> bytes:
     """One volume record: the :data:`VOLUME_SCHEMA` features (``shape`` is height, width, channels;
-    ``target`` left out when None) plus ``extra`` ones, each a single value."""
+    ``target`` left out when None) plus ``extra`` ones, each a single value, and ``masks`` (one PNG
+    per slice) as ``mask``."""
     height, width, channels = shape
     values: dict[str, list[FeatureValue]] = {
         "frames": list(slices_png),
@@ -189,6 +198,8 @@ def make_volume_record(
     }
     features = {name: (kind, values[name]) for name, kind in fixed_schema(target is not None, True).items()}
     features.update({name: (kind, [value]) for name, (kind, value) in (extra or {}).items()})
+    if masks is not None:
+        features[MASK] = ("bytes", list(masks))
     return serialize_example(features)
 
 
@@ -306,7 +317,7 @@ def check_schema(
 
 def _expected_count(name: str, features: dict[str, tuple[FeatureKind, list[FeatureValue]]]) -> int:
     """How many values a feature must have: one, or what :data:`LIST_FEATURES` says."""
-    count = LIST_FEATURES.get(name, 1)
+    count = list_count(name, "frames" in features and "image" not in features)
     if isinstance(count, int):
         return count
     values = features.get(count, ("int64", []))[1]

@@ -303,3 +303,9 @@ def series_problem(
         return "", slice_gap(slices)
     except DicomError as exc:
         return exc.reason.value, math.nan
+
+
+def frame_order(path: Path) -> list[int]:
+    """The frames of a (multi-frame) file in position order along the normal: ``--stack`` stacks
+    neighbours in space (a file without per-frame positions: its frame order)."""
+    return [piece.frame for piece in _plan_file(path).slices]

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from .dicom import DicomImage
+    from .volume import Volume
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +110,7 @@ def _fitted_mask_png(stack: np.ndarray, row: Row, task: Task, dicom: DicomImage)
     return encode_png(fit_mask(mask, dicom.pixels.shape[:2], spec), spec.png_level)
 
 
-def _features(row: Row, task: Task, dicom: DicomImage, mask: _RowMask) -> Features:
+def _features(row: Row, task: Task, dicom: DicomImage, mask: _RowMask | None) -> Features:
     """The record's features beyond the schema: extra columns, DICOM tags, the mask, the frame."""
     from .dicom import tag_value
 
@@ -120,7 +121,7 @@ def _features(row: Row, task: Task, dicom: DicomImage, mask: _RowMask) -> Featur
         features[name] = (kind, value)
     for keyword, kind in task.tags:
         features[keyword] = (kind, tag_value(dicom.header, keyword, kind))
-    if task.masks:
+    if task.masks and mask is not None:
         features[MASK] = ("bytes", mask.png(dicom))
     return features
 
@@ -179,7 +180,7 @@ def neighbours(items: Iterable[T], k: int) -> Iterator[tuple[T, list[T]]]:
         yield window[half], list(window)
 
 
-def _volume_record(row: Row, task: Task, path: Path, mask: _RowMask) -> bytes:
+def _volume_record(row: Row, task: Task, path: Path) -> bytes:
     """The row's volume as one record: every slice (or ``--depth`` resampled ones) shown through
     the middle slice's window, encoded one at a time."""
     from .image import encode_png
@@ -201,8 +202,35 @@ def _volume_record(row: Row, task: Task, path: Path, mask: _RowMask) -> bytes:
         shape = out.shape
         pngs.append(encode_png(out, spec.png_level))
     spacing = output_spacing(volume.gap, volume.pixel_spacing, volume.rows, volume.cols, count, spec)
-    features = _features(row, task, middle, mask)
-    return make_volume_record(pngs, row.target, row.image_id, shape, spacing, features)
+    features = _features(row, task, middle, None)
+    masks = _volume_masks(row, task, volume, middle) if task.masks else None
+    return make_volume_record(pngs, row.target, row.image_id, shape, spacing, features, masks)
+
+
+def _volume_masks(row: Row, task: Task, volume: Volume, middle: DicomImage) -> list[bytes]:
+    """One mask PNG per output slice: the mask of the nearest source slice (a 3-D ``.npy`` or a
+    multi-frame DICOM mask holds one per source slice: per frame of a multi-frame image, in the
+    volume's slice order for a folder; a 2-D mask serves every slice), fitted like the slices."""
+    from .image import encode_png
+    from .masks import empty_mask, fit_mask, frame_mask
+    from .volume_pixels import positions
+
+    spec, count = task.spec, len(volume.slices)
+    if not row.mask:
+        return [encode_png(empty_mask(spec), spec.png_level)] * len(positions(count, spec.depth))
+    stack = _read_row_mask(row, task)
+    rows, cols = volume.rows, volume.cols
+    if stack.shape[-2:] != (rows, cols):
+        raise MaskError(
+            f"mask {row.mask} is {stack.shape[-2]} x {stack.shape[-1]}, the image {rows} x {cols}"
+        )
+    pngs = []
+    for at in positions(count, spec.depth):
+        piece = volume.slices[int(at + 0.5)]
+        index = piece.frame if volume.source is not None else volume.slices.index(piece)
+        mask = frame_mask(stack, index, count, row.mask)
+        pngs.append(encode_png(fit_mask(mask, middle.pixels.shape[:2], spec), spec.png_level))
+    return pngs
 
 
 def _record(row: Row, task: Task, dicom: DicomImage, out: np.ndarray, mask: _RowMask) -> bytes:
@@ -216,16 +244,18 @@ def _record(row: Row, task: Task, dicom: DicomImage, out: np.ndarray, mask: _Row
 
 def _process_row(row: Row, task: Task) -> Sample | Failure:
     from .dicom import iter_frames
+    from .volume import frame_order
 
     try:
         inject_row_fault(row.image_id)
         volume = task.spec.volume
         with local_file(task.image_root, row.path, task.allow_outside_root, task.storage, volume) as path:
-            mask = _RowMask(row, task)
             if volume:
-                payloads: tuple[bytes, ...] = (_volume_record(row, task, path, mask),)
+                payloads: tuple[bytes, ...] = (_volume_record(row, task, path),)
             else:
-                payloads = tuple(_records(row, task, iter_frames(path, task.spec), mask))
+                mask = _RowMask(row, task)
+                order = frame_order(path) if task.spec.stack > 1 else None
+                payloads = tuple(_records(row, task, iter_frames(path, task.spec, order), mask))
     except RowError as exc:
         return Failure(row.line, row.image_id, row.path, exc.reason, str(exc))
     except MemoryError:

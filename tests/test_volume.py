@@ -302,3 +302,57 @@ def test_a_16_bit_volume_is_windowed_at_read_time_like_a_2d_record(tmp_path: Pat
     assert [round(float(hu[0, k].numpy().mean())) for k in range(12)] == [100 * k for k in range(12)]
     shown, _ = next(iter(dcm2tfrec.make_dataset(out, batch_size=1, window=(550.5, 1101))))
     assert shown.dtype.name == "uint8" and _levels(shown[0].numpy()) == _hu_levels(12)
+
+
+def test_a_mask_volume_follows_the_slices_order_and_depth(tmp_path: Path) -> None:
+    img = tmp_path / "img"
+    _series(img / "s", count=12)
+    stack = np.zeros((12, 64, 64), np.uint8)
+    for k in range(12):
+        stack[k, :, : 4 * (k + 1)] = k + 1  # slice k (in position order): label k+1, 4(k+1) columns wide
+    np.save(img / "s_mask.npy", stack)
+    _enhanced(img / "ct.dcm", 6)
+    frames = np.stack(
+        [np.full((64, 64), 6 - i, np.uint8) for i in range(6)]
+    )  # frame i is slice 5-i: label 6-i
+    write_dicom(img / "ct_mask.dcm", frames, modality="SEG")
+    np.save(img / "wrong.npy", np.zeros((5, 64, 64), np.uint8))
+    rows = [
+        {"image_id": "s", "path": "s", "target": 1, "mask": "s_mask.npy"},
+        {"image_id": "ct", "path": "ct.dcm", "target": 0, "mask": "ct_mask.dcm"},
+        {"image_id": "wrong", "path": "s", "target": 0, "mask": "wrong.npy"},
+    ]
+    code, output, out = _convert(tmp_path, rows, "--mask-col", "mask", "--depth", "4", "--size", "64")
+    assert code == 3, output
+    (error,) = read_errors(out)
+    assert error["id"] == "wrong" and error["reason"] == "bad_mask"
+    volumes = _volumes(out)
+    masks = volumes["s"]["mask"]
+    assert masks.shape == (4, 64, 64, 1)
+    nearest = [0, 4, 7, 11]  # slices 0, 11/3, 22/3, 11 rounded
+    for k, source in enumerate(nearest):
+        assert np.array_equal(masks[k, ..., 0], stack[source]), k
+    ct = volumes["ct"]["mask"][..., 0]
+    assert [int(ct[k].max()) for k in range(4)] == [
+        1,
+        3,
+        4,
+        6,
+    ]  # slices 0, 5/3->2, 10/3->3, 5 give labels k+1
+
+
+def test_stack_takes_neighbours_in_space_not_in_file_order(tmp_path: Path) -> None:
+    from .helpers import read_shards
+
+    _enhanced(tmp_path / "img" / "ct.dcm", 6)  # frames stored in reverse position order
+    labels = write_labels(tmp_path / "labels.csv", [{"image_id": "ct", "path": "ct.dcm", "target": 1}])
+    args = convert_args(
+        labels, tmp_path / "img", tmp_path / "out", "--frames", "all", "--stack", "3", *WINDOW
+    )
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    records = read_shards(tmp_path / "out")
+    assert sorted(r["frame"] for r in records) == list(range(6))
+    for r in records:
+        place = 5 - r["frame"]  # the frame's slice along the normal
+        expected = [round(255 * s / 11) for s in (max(place - 1, 0), place, min(place + 1, 5))]
+        assert [int(np.rint(r["image"][..., c].mean())) for c in range(3)] == expected
