@@ -356,3 +356,24 @@ def test_stack_takes_neighbours_in_space_not_in_file_order(tmp_path: Path) -> No
         place = 5 - r["frame"]  # the frame's slice along the normal
         expected = [round(255 * s / 11) for s in (max(place - 1, 0), place, min(place + 1, 5))]
         assert [int(np.rint(r["image"][..., c].mean())) for c in range(3)] == expected
+
+
+def test_a_series_folder_on_s3_gives_the_local_volume(tmp_path: Path, s3_server) -> None:
+    import fsspec
+
+    _series(tmp_path / "img" / "s", count=5)
+    labels = write_labels(tmp_path / "labels.csv", [{"image_id": "s", "path": "s", "target": 1}])
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("volumes")
+    fs.put(str(tmp_path / "img"), "volumes/img", recursive=True)
+    options = {"storage_options": dict(s3_server)}
+    here = dcm2tfrec.convert(labels=labels, images=tmp_path / "img", out=tmp_path / "here", volume=True)
+    there = dcm2tfrec.convert(
+        labels=labels, images="s3://volumes/img", out=tmp_path / "there", volume=True, **options
+    )
+    assert here.records == there.records == 1 and not there.failures
+    shards = [
+        {k: v for k, v in output_bytes(tmp_path / d).items() if k.endswith(".tfrec")}
+        for d in ("here", "there")
+    ]
+    assert shards[0] == shards[1]
