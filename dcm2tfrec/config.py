@@ -76,6 +76,9 @@ class ImageSpec:
     channels: int = 1
     bits: int = 8
     window: Window = field(default_factory=Window)
+    #: Several ``--window``: one per channel, in order (8-bit: the 3 channels; 16-bit: recorded for
+    #: the reader, which makes the channels); ``window`` is the first of them.
+    channel_windows: tuple[Window, ...] = ()
     png_level: int = 1
     #: Reject images whose header declares more rows x columns x frames, before decoding.
     max_pixels: int = 200_000_000
@@ -103,6 +106,8 @@ class ImageSpec:
             raise ConfigError(f"--frames must be one of {', '.join(FRAMES_MODES)}")
         if self.channels not in CHANNELS:
             raise ConfigError("--channels must be 1 or 3")
+        if self.channel_windows:
+            self._check_channel_windows()
         if self.stack not in STACKS:
             raise ConfigError("--stack must be 1 or 3 (a frame and its two neighbours in the channels)")
         if self.stack > 1 and self.frames != "all":
@@ -117,6 +122,20 @@ class ImageSpec:
             raise ConfigError("--png-level must be between 0 and 9")
         if self.max_pixels < 1:
             raise ConfigError("--max-pixels must be at least 1")
+
+    def _check_channel_windows(self) -> None:
+        windows = self.channel_windows
+        if self.window != windows[0]:
+            raise ConfigError("the first of several windows must be the window")
+        if self.bits == 8 and (len(windows) != 3 or self.channels != 3):
+            raise ConfigError("several --window fill the channels: give 3 with --channels 3")
+        if self.bits == 16 and (self.channels != 1 or any(w.mode != "fixed" for w in windows)):
+            raise ConfigError(
+                "16-bit records store modality values in one channel: several --window (each "
+                "CENTER,WIDTH) are recorded for the reader; use --channels 1"
+            )
+        if self.stack > 1:
+            raise ConfigError("--stack fills the channels with frames: it excludes several --window")
 
 
 @dataclass(frozen=True)
@@ -232,8 +251,14 @@ class ConvertConfig:
         if "size" in options:
             image["width"], image["height"] = parse_size(str(options.pop("size")))
         image |= {k: options.pop(k) for k in _field_names(ImageSpec) if k in options}
-        if isinstance(image.get("window"), str):
-            image["window"] = Window.parse(image["window"])
+        windows = image.get("window")
+        if isinstance(windows, (list, tuple)):
+            parsed = tuple(w if isinstance(w, Window) else Window.parse(w) for w in windows)
+            image["window"] = parsed[0] if parsed else Window()
+            if len(parsed) > 1:
+                image["channel_windows"] = parsed
+        elif isinstance(windows, str):
+            image["window"] = Window.parse(windows)
         image |= {k: int(image[k]) for k in ("channels", "bits", "stack", "depth") if k in image}
         columns = {k: options.pop(k) for k in _field_names(Columns) if k in options}
         if "extra_cols" in columns:
@@ -291,6 +316,7 @@ class ConvertConfig:
             if "://" not in data[key] and not (key == "labels" and self.labels_data is not None):
                 data[key] = str(Path(data[key]).resolve())
         data["image"]["window"] = str(self.image.window)
+        data["image"]["channel_windows"] = [str(w) for w in self.image.channel_windows]
         for key in RUN_ONLY:
             data.pop(key)
         data.pop("labels_data")  # the labels' bytes are known by their SHA-256 (manifest, fingerprint)

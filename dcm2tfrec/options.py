@@ -168,8 +168,10 @@ CONVERT = options(
     ),
     _opt(
         "--window",
-        default=str(_SPEC.window),
-        help="auto (file's VOI LUT/window), none (min-max) or CENTER,WIDTH.",
+        multiple=True,
+        default=[str(_SPEC.window)],
+        help="auto (file's VOI LUT/window), none (min-max) or CENTER,WIDTH; repeat it for one window per "
+        "channel (3 with --channels 3).",
     ),
     _opt(
         "--png-level",

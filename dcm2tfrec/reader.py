@@ -228,19 +228,30 @@ def _image_config(manifest: dict[str, Any] | None) -> dict[str, Any]:
     return (manifest or {}).get("config", {}).get("image", {})
 
 
-def _window(
-    window: str | tuple[float, float] | None, manifest: dict[str, Any] | None
-) -> tuple[float, float] | None:
+WindowArg = str | tuple[float, float] | Sequence[tuple[float, float]] | None
+
+
+def _window(window: WindowArg, manifest: dict[str, Any] | None) -> list[tuple[float, float]] | None:
+    """The read-time windows: one (C, W), several (one channel each), or the manifest's."""
+    if window is None:
+        return None
     if window != "manifest":
-        return window  # type: ignore[return-value]
-    text = str(_image_config(manifest).get("window", ""))
-    try:
-        recorded = Window.parse(text)
-    except ConfigError:
-        recorded = Window()
-    if recorded.center is None or recorded.width is None:
-        raise ShardError(f"the manifest records no fixed window (window={text!r}); pass window=(C, W)")
-    return recorded.center, recorded.width
+        if isinstance(window, str):
+            raise ValueError(f"window must be (center, width), a list of them, or 'manifest', not {window!r}")
+        pairs: list[Any] = [window] if isinstance(window[0], (int, float)) else list(window)
+        return [(float(pair[0]), float(pair[1])) for pair in pairs]
+    image = _image_config(manifest)
+    texts = [str(t) for t in image.get("channel_windows") or [image.get("window", "")]]
+    found = []
+    for text in texts:
+        try:
+            recorded = Window.parse(text)
+        except ConfigError:
+            recorded = Window()
+        if recorded.center is None or recorded.width is None:
+            raise ShardError(f"the manifest records no fixed window (window={text!r}); pass window=(C, W)")
+        found.append((recorded.center, recorded.width))
+    return found
 
 
 def window_image(values: tf.Tensor, center: float, width: float) -> tf.Tensor:
@@ -257,7 +268,7 @@ def make_dataset(
     repeat: bool = False,
     seed: int | None = None,
     image_dtype: str | None = None,
-    window: str | tuple[float, float] | None = None,
+    window: WindowArg = None,
     with_features: bool = False,
     deterministic: bool | None = None,
     drop_remainder: bool = False,
@@ -279,8 +290,9 @@ def make_dataset(
     ``source``: output folder, manifest path, glob, or list of shard files (local or URL).
     ``image_dtype``: ``uint8``, ``uint16`` or ``float32``; by default the stored PNG's dtype.
     8-bit records as float32 are scaled to [0, 1]; 16-bit records as float32 are modality
-    values (offset removed). ``window`` ((center, width) in modality units, or ``"manifest"``)
-    windows 16-bit records inside the pipeline to uint8, or to [0, 1] with float32.
+    values (offset removed). ``window`` ((center, width) in modality units, a list of them for
+    one channel each, or ``"manifest"``: the run's ``--window``) windows 16-bit records inside the
+    pipeline to uint8, or to [0, 1] with float32.
     ``num_shards``/``index`` split the files between workers. ``check`` verifies the files
     against the manifest first (``size``, ``sha256`` or ``none``). The cardinality is known
     (from the manifest or the shard names) unless ``repeat``, so ``len(ds)`` works.
@@ -370,7 +382,8 @@ def make_dataset(
         if bits == 16 and out_dtype != tf.uint16:
             values = tf.cast(images, tf.float32) - float(VALUE_OFFSET_16)
             if win is not None:
-                values = window_image(values, *win)
+                shown = [window_image(values, *pair) for pair in win]
+                values = shown[0] if len(shown) == 1 else tf.concat(shown, axis=-1)
                 images = values if out_dtype == tf.float32 else tf.cast(tf.round(values * 255.0), tf.uint8)
             else:
                 images = values

@@ -58,11 +58,19 @@ def render(pixels: np.ndarray, header: Dataset, spec: ImageSpec) -> np.ndarray:
     The image is resized first and the intensity pipeline (a per-pixel lookup table) then runs
     on the small image: INTER_AREA averages stored, i.e. linear modality, values, and the
     window applies to what is shown. Palette indices are not intensities, so palette colour
-    goes through its colour LUT first. Padding comes last, so letterbox bars are black.
+    goes through its colour LUT first. Padding comes last, so letterbox bars are black. Several
+    windows (8-bit) give one channel each; a colour image keeps its colour.
     """
     from .image import place, scale
-    from .pixels import to_output
+    from .pixels import is_colour, to_output
 
+    if spec.channel_windows and spec.bits == 8 and not is_colour(pixels, header):
+        import numpy as np
+
+        one = [
+            dataclasses.replace(spec, window=w, channels=1, channel_windows=()) for w in spec.channel_windows
+        ]
+        return np.concatenate([render(pixels, header, each) for each in one], axis=2)
     if header.get("PhotometricInterpretation") == "PALETTE COLOR":
         return place(scale(to_output(pixels, header, spec), spec), spec)
     return place(to_output(scale(pixels, spec), header, spec), spec)

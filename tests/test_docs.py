@@ -32,6 +32,8 @@ def _readme_default(param: click.Option) -> str:
         return param.opts[0].lstrip("-") if param.default else param.secondary_opts[0].lstrip("-")
     if param.is_flag or not param.show_default or param.default is None:
         return ""
+    if param.multiple:  # a repeatable option's default: its values
+        return f"`{', '.join(map(str, param.default))}`"  # type: ignore[arg-type]
     return f"`{param.default}`"
 
 
