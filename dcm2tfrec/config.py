@@ -26,6 +26,8 @@ RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 #: What a multi-frame file gives: ``reject`` it (the default: one row stays one record, nothing is
 #: guessed), its ``first`` or ``middle`` frame, or ``all`` frames as one record each.
 FramesMode = Literal["reject", "first", "middle", "all"]
+ImageFormat = Literal["png", "jpeg"]
+IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
 FRAMES_MODES: tuple[str, ...] = get_args(FramesMode)
 #: ``--stack``: 1 (no stack) or 3 neighbouring frames (a PNG holds at most 4 channels; centred needs odd).
 STACKS = (1, 3)
@@ -80,6 +82,9 @@ class ImageSpec:
     #: the reader, which makes the channels); ``window`` is the first of them.
     channel_windows: tuple[Window, ...] = ()
     png_level: int = 1
+    #: How images are stored: ``png`` (lossless) or ``jpeg`` (8-bit only, at ``jpeg_quality``).
+    format: ImageFormat = "png"
+    jpeg_quality: int = 95
     #: Reject images whose header declares more rows x columns x frames, before decoding.
     max_pixels: int = 200_000_000
     #: False: JPEG 2000 / HTJ2K are decoded at the coarsest resolution level that is still at
@@ -120,6 +125,12 @@ class ImageSpec:
             raise ConfigError("--bits must be 8 or 16")
         if self.png_level not in PNG_LEVELS:
             raise ConfigError("--png-level must be between 0 and 9")
+        if self.format not in IMAGE_FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(IMAGE_FORMATS)}")
+        if self.format == "jpeg" and self.bits != 8:
+            raise ConfigError("--format jpeg stores 8-bit images; 16-bit records stay PNG (lossless)")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError("--jpeg-quality must be between 1 and 100")
         if self.max_pixels < 1:
             raise ConfigError("--max-pixels must be at least 1")
 
@@ -259,7 +270,9 @@ class ConvertConfig:
                 image["channel_windows"] = parsed
         elif isinstance(windows, str):
             image["window"] = Window.parse(windows)
-        image |= {k: int(image[k]) for k in ("channels", "bits", "stack", "depth") if k in image}
+        image |= {
+            k: int(image[k]) for k in ("channels", "bits", "stack", "depth", "jpeg_quality") if k in image
+        }
         columns = {k: options.pop(k) for k in _field_names(Columns) if k in options}
         if "extra_cols" in columns:
             columns["extra_cols"] = tuple(columns["extra_cols"])

@@ -94,3 +94,24 @@ def encode_png(img: np.ndarray, level: int) -> bytes:
     if not ok:
         raise ValueError(f"PNG encoding failed for a {img.shape} {img.dtype} image")
     return buf.tobytes()
+
+
+def encode_image(img: np.ndarray, spec: ImageSpec) -> bytes:
+    """An output image as ``spec.format`` asks: PNG at ``png_level``, or baseline JPEG at
+    ``jpeg_quality`` (4:4:4, optimized tables: the same bytes for the same pixels)."""
+    if spec.format == "png":
+        return encode_png(img, spec.png_level)
+    if img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    params = [
+        cv2.IMWRITE_JPEG_QUALITY,
+        spec.jpeg_quality,
+        cv2.IMWRITE_JPEG_OPTIMIZE,
+        1,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    ]
+    ok, buf = cv2.imencode(".jpg", img, params)
+    if not ok:
+        raise ValueError(f"JPEG encoding failed for a {img.shape} {img.dtype} image")
+    return buf.tobytes()

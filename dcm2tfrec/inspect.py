@@ -160,10 +160,32 @@ def png_info(data: bytes) -> tuple[int, int, int, str] | None:
     return width, height, _PNG_CHANNELS.get(colour, 0), "uint16" if depth == 16 else "uint8"
 
 
+def jpeg_info(data: bytes) -> tuple[int, int, int, str] | None:
+    """(width, height, channels, dtype) from a baseline or progressive JPEG's frame header, or None."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker, length = data[pos + 1], struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2) and pos + 10 <= len(data):
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return width, height, data[pos + 9], "uint8"
+        pos += 2 + length
+    return None
+
+
+def image_info(data: bytes) -> tuple[int, int, int, str] | None:
+    """(width, height, channels, dtype) of a stored image: PNG or JPEG (``--format``)."""
+    return png_info(data) or jpeg_info(data)
+
+
 def decode_png(data: bytes) -> np.ndarray | None:
-    """Decode PNG bytes to (H, W, C) in RGB order, or None if they do not decode or declare more
-    than dcm2tfrec ever writes (a side over MAX_SIDE): nothing is allocated for those."""
-    info = png_info(data)
+    """Decode stored image bytes (PNG or JPEG) to (H, W, C) in RGB order, or None if they do not
+    decode or declare more than dcm2tfrec ever writes (a side over MAX_SIDE): nothing is allocated
+    for those."""
+    info = image_info(data)
     if info is None or not (0 < info[0] <= MAX_SIDE and 0 < info[1] <= MAX_SIDE and 0 < info[2] <= 4):
         return None
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -214,9 +236,9 @@ def _check_png(
     png: Any, name: str, declared: tuple[int, ...], verify: bool, pixel_range: list[int]
 ) -> tuple[str, list[str]]:
     """An image's key (``HxWxC dtype``) and its problems against the declared shape."""
-    info = png_info(png) if isinstance(png, bytes) else None
+    info = image_info(png) if isinstance(png, bytes) else None
     if info is None:
-        return "not a PNG", [f"{name} is not a PNG"]
+        return "not a PNG", [f"{name} is not a PNG or JPEG"]
     width, height, channels, dtype = info
     problems = []
     if (height, width, channels) != declared:
@@ -242,9 +264,10 @@ def _shown(kind: str, values: Sequence[Any]) -> Any:
     def one(value: Any) -> Any:
         if kind != "bytes":
             return value
-        info = png_info(value) if value.startswith(_PNG_SIGNATURE) else None
+        info = image_info(value)
         if info:
-            return f"PNG {info[1]}x{info[0]}x{info[2]} {info[3]}"
+            codec = "PNG" if value.startswith(_PNG_SIGNATURE) else "JPEG"
+            return f"{codec} {info[1]}x{info[0]}x{info[2]} {info[3]}"
         text = value.decode("utf-8", "replace")
         return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 

@@ -15,6 +15,7 @@ from .config import (
     BITS,
     CHANNELS,
     FRAMES_MODES,
+    IMAGE_FORMATS,
     PNG_LEVELS,
     RESIZE_MODES,
     STACKS,
@@ -172,6 +173,18 @@ CONVERT = options(
         default=[str(_SPEC.window)],
         help="auto (file's VOI LUT/window), none (min-max) or CENTER,WIDTH; repeat it for one window per "
         "channel (3 with --channels 3).",
+    ),
+    _opt(
+        "--format",
+        type=click.Choice(IMAGE_FORMATS),
+        default=_SPEC.format,
+        help="How images are stored: png (lossless) or jpeg (8-bit only; masks stay PNG).",
+    ),
+    _opt(
+        "--jpeg-quality",
+        type=click.IntRange(1, 100),
+        default=_SPEC.jpeg_quality,
+        help="JPEG quality with --format jpeg (4:4:4, optimized Huffman tables).",
     ),
     _opt(
         "--png-level",

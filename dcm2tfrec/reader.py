@@ -363,9 +363,16 @@ def make_dataset(
     volume = "frames" in schema and "image" not in schema
     depth = int(image_cfg.get("depth") or 0) or None
 
+    jpeg = image_cfg.get("format") == "jpeg"
+
+    def decode_stored(data: tf.Tensor) -> tf.Tensor:
+        if jpeg:
+            return tf.io.decode_jpeg(data, channels=channels)
+        return tf.io.decode_png(data, channels=channels, dtype=png_dtype)
+
     def decode_pngs(pngs: tf.Tensor) -> tf.Tensor:
         return tf.map_fn(
-            lambda png: tf.ensure_shape(tf.io.decode_png(png, channels=channels, dtype=png_dtype), shape),
+            lambda png: tf.ensure_shape(decode_stored(png), shape),
             pngs,
             fn_output_signature=tf.TensorSpec(shape, png_dtype),
             parallel_iterations=16,

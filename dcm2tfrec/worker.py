@@ -191,7 +191,7 @@ def neighbours(items: Iterable[T], k: int) -> Iterator[tuple[T, list[T]]]:
 def _volume_record(row: Row, task: Task, path: Path) -> bytes:
     """The row's volume as one record: every slice (or ``--depth`` resampled ones) shown through
     the middle slice's window, encoded one at a time."""
-    from .image import encode_png
+    from .image import encode_image
     from .pixels import is_colour
     from .records import make_volume_record
     from .volume import decode_slice, iter_slices, plan_volume
@@ -208,7 +208,7 @@ def _volume_record(row: Row, task: Task, path: Path) -> bytes:
     for slice_values_ in resampled(values, count, spec.depth):
         out = finish(slice_values_, header, spec, colour)
         shape = out.shape
-        pngs.append(encode_png(out, spec.png_level))
+        pngs.append(encode_image(out, spec))
     spacing = output_spacing(volume.gap, volume.pixel_spacing, volume.rows, volume.cols, count, spec)
     features = _features(row, task, middle, None)
     masks = _volume_masks(row, task, volume, middle) if task.masks else None
@@ -242,9 +242,9 @@ def _volume_masks(row: Row, task: Task, volume: Volume, middle: DicomImage) -> l
 
 
 def _record(row: Row, task: Task, dicom: DicomImage, out: np.ndarray, mask: _RowMask) -> bytes:
-    from .image import encode_png
+    from .image import encode_image
 
-    png = encode_png(out, task.spec.png_level)
+    png = encode_image(out, task.spec)
     height, width, channels = out.shape
     features = _features(row, task, dicom, mask)
     return make_record(png, row.target, row.image_id, height, width, channels, features)
