@@ -13,6 +13,65 @@ from .config import ImageSpec
 from .errors import DicomError, MaskError
 from .image import place, scaled_size
 
+#: Contour files (``--mask-col``): one ``x y`` point per line, blank lines between polygons.
+CONTOUR_SUFFIXES = (".txt",)
+
+
+def read_contours(path: Path) -> list[np.ndarray]:
+    """The polygons of a contour file (the i-contour format): ``x y`` per line in image pixel
+    coordinates, polygons separated by blank lines; MaskError for anything else."""
+    polygons: list[list[tuple[float, float]]] = [[]]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MaskError(f"cannot read {path.name} as a contour file: {exc}") from None
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            polygons.append([])
+            continue
+        try:
+            x, y = (float(v) for v in fields)
+        except ValueError:
+            raise MaskError(f"{path.name} line {number}: expected 'x y', got {line.strip()!r}") from None
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise MaskError(f"{path.name} line {number}: the point is not finite")
+        polygons[-1].append((x, y))
+    found = [np.array(p, dtype=np.float64) for p in polygons if p]
+    if not found or any(len(p) < 3 for p in found):
+        raise MaskError(f"{path.name}: every polygon needs at least 3 points")
+    return found
+
+
+def fill_contours(polygons: list[np.ndarray], rows: int, cols: int, name: str) -> np.ndarray:
+    """The polygons filled (label 1) with the even-odd rule at the image's resolution: a pixel is
+    inside when a ray from its centre crosses the edges an odd number of times; MaskError for a
+    point outside the image."""
+    for polygon in polygons:
+        outside = (
+            (polygon[:, 0] < 0)
+            | (polygon[:, 0] > cols - 1)
+            | (polygon[:, 1] < 0)
+            | (polygon[:, 1] > rows - 1)
+        )
+        if outside.any():
+            px, py = polygon[int(np.argmax(outside))]
+            raise MaskError(f"{name}: the point ({px:g}, {py:g}) lies outside the image of {rows} x {cols}")
+    mask = np.zeros((rows, cols), np.uint8)
+    centres = np.arange(cols, dtype=np.float64)
+    for row in range(rows):
+        crossings: list[float] = []
+        for polygon in polygons:
+            start, end = polygon, np.roll(polygon, -1, axis=0)
+            spans = (np.minimum(start[:, 1], end[:, 1]) <= row) & (row < np.maximum(start[:, 1], end[:, 1]))
+            a, b = start[spans], end[spans]
+            crossings += list(a[:, 0] + (row - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1]))
+        inside = np.zeros(cols, bool)
+        for x in crossings:
+            inside ^= centres >= x
+        mask[row] = inside
+    return mask
+
 
 def read_mask(path: Path) -> np.ndarray:
     """A uint8 label image (labels 0..255) from a PNG, a ``.npy`` array or a DICOM file: 2-D, or

@@ -92,15 +92,18 @@ class _RowMask:
         if not row.mask:
             return encode_png(empty_mask(task.spec), task.spec.png_level)
         if self._mask is None:
-            self._mask = _read_row_mask(row, task)
+            self._mask = _read_row_mask(row, task, int(dicom.header.Rows), int(dicom.header.Columns))
         return _fitted_mask_png(self._mask, row, task, dicom)
 
 
-def _read_row_mask(row: Row, task: Task) -> np.ndarray:
-    from .masks import read_mask
+def _read_row_mask(row: Row, task: Task, rows: int, cols: int) -> np.ndarray:
+    """The row's mask file: an image or stack of labels, or contours filled at ``rows`` x ``cols``."""
+    from .masks import CONTOUR_SUFFIXES, fill_contours, read_contours, read_mask
 
     try:
         with local_file(task.image_root, row.mask or "", task.allow_outside_root, task.storage) as path:
+            if path.suffix.lower() in CONTOUR_SUFFIXES:
+                return fill_contours(read_contours(path), rows, cols, row.mask)
             return read_mask(path)
     except (RowError, OSError) as exc:
         raise MaskError(f"mask {row.mask}: {exc}") from None
@@ -226,8 +229,8 @@ def _volume_masks(row: Row, task: Task, volume: Volume, middle: DicomImage) -> l
     spec, count = task.spec, len(volume.slices)
     if not row.mask:
         return [encode_png(empty_mask(spec), spec.png_level)] * len(positions(count, spec.depth))
-    stack = _read_row_mask(row, task)
     rows, cols = volume.rows, volume.cols
+    stack = _read_row_mask(row, task, rows, cols)
     if stack.shape[-2:] != (rows, cols):
         raise MaskError(
             f"mask {row.mask} is {stack.shape[-2]} x {stack.shape[-1]}, the image {rows} x {cols}"

@@ -72,3 +72,38 @@ def test_read_mask_formats(tmp_path: Path) -> None:
     ]:
         with pytest.raises(MaskError, match=needle):
             read_mask(tmp_path / name)
+
+
+def test_contour_files_are_filled_even_odd_at_the_images_resolution(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dcm2tfrec.cli import cli
+    from dcm2tfrec.testing import anatomy
+
+    from .helpers import convert_args, read_errors, write_labels
+
+    images = tmp_path / "img"
+    for name in ("a", "b", "c"):
+        write_dicom(images / f"{name}.dcm", anatomy(24, 32, 0, 200, np.uint8))
+    # an outer square with a square hole (two polygons), i-contour style: one "x y" per line
+    outer = "\n".join(f"{x} {y}" for x, y in ((4, 2), (20, 2), (20, 18), (4, 18)))
+    hole = "\n".join(f"{x:.2f} {y:.2f}" for x, y in ((8, 6), (12, 6), (12, 10), (8, 10)))
+    (images / "a.txt").write_text(f"{outer}\n\n{hole}\n")
+    (images / "b.txt").write_text("4 2\n40 2\n40 10\n")  # x = 40 is outside 32 columns
+    (images / "c.txt").write_text("4 2\nfour two\n")
+    rows = [{"image_id": n, "path": f"{n}.dcm", "target": 0, "mask": f"{n}.txt"} for n in "abc"]
+    labels = write_labels(tmp_path / "labels.csv", rows)
+    args = convert_args(labels, images, tmp_path / "out", "--mask-col", "mask", "--size", "32x24")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 3, result.output
+    errors = {e["id"]: e for e in read_errors(tmp_path / "out")}
+    assert set(errors) == {"b", "c"} and {e["reason"] for e in errors.values()} == {"bad_mask"}
+    assert "(40, 2) lies outside the image of 24 x 32" in errors["b"]["message"]
+    assert "line 2: expected 'x y'" in errors["c"]["message"]
+    import dcm2tfrec
+
+    features = next(iter(dcm2tfrec.make_dataset(tmp_path / "out", batch_size=1, with_features=True)))
+    expected = np.zeros((24, 32), np.uint8)
+    expected[2:18, 4:20] = 1
+    expected[6:10, 8:12] = 0
+    assert np.array_equal(features["mask"].numpy()[0, ..., 0], expected)
