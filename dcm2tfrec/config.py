@@ -94,6 +94,8 @@ class ImageSpec:
     frames: FramesMode = "reject"
     #: 2.5D: with ``frames="all"``, 3 puts each frame and its two neighbours into the 3 channels.
     stack: int = 1
+    #: Cut the image to its anatomy's box before resizing (see :mod:`.crop`); stores ``crop``.
+    crop_foreground: bool = False
     #: 3D: one record per row, the slices of a multi-frame file or of a series folder, in order.
     volume: bool = False
     #: With ``volume``: resample along the slice axis to exactly this many slices (0: native depth).
@@ -117,6 +119,8 @@ class ImageSpec:
             raise ConfigError("--stack must be 1 or 3 (a frame and its two neighbours in the channels)")
         if self.stack > 1 and self.frames != "all":
             raise ConfigError("--stack 3 fills the 3 channels with neighbouring frames: add --frames all")
+        if self.crop_foreground and (self.volume or self.stack > 1):
+            raise ConfigError("--crop-foreground crops each image alone: it excludes --volume and --stack")
         if self.volume and (self.frames != "reject" or self.stack > 1):
             raise ConfigError("--volume takes every slice of a row; it excludes --frames and --stack")
         if self.depth < 0 or (self.depth and not self.volume):

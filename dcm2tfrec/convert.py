@@ -209,7 +209,8 @@ class _Run:
         target = not config.columns.no_target
         spec = self.task.spec
         extra, tags = dict(self.task.extra), dict(self.task.tags)
-        schema = run_schema(extra, tags, self.task.masks, target, spec.frames != "reject", spec.volume)
+        frames, crop = spec.frames != "reject", spec.crop_foreground
+        schema = run_schema(extra, tags, self.task.masks, target, frames, spec.volume, crop)
         manifest = manifests.build(
             config,
             fingerprint,

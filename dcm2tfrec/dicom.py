@@ -89,6 +89,8 @@ class DicomImage:
     #: The frame's 0-based index in the file, and the file's number of frames.
     frame: int = 0
     frames: int = 1
+    #: ``--crop-foreground``: the box [top, left, bottom, right] (file pixels) ``pixels`` were cut to.
+    crop: list[int] | None = None
 
 
 def _not_dicom(path: Path) -> DicomError:

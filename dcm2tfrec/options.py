@@ -157,6 +157,11 @@ CONVERT = options(
         help="2.5D with --frames all: 3 = each frame and its two neighbours as the 3 channels.",
     ),
     _opt(
+        "--crop-foreground",
+        is_flag=True,
+        help="Cut each image to its anatomy (largest bright component) before resizing; feature 'crop'.",
+    ),
+    _opt(
         "--volume",
         is_flag=True,
         help="3D: one record per row from a multi-frame file or a folder of one series, slices in order.",

@@ -46,7 +46,10 @@ LIST_FEATURES: dict[str, int | str] = {"frames": "depth", "spacing": 3, "mask": 
 
 
 def list_count(name: str, volume: bool) -> int | str:
-    """How many values feature ``name`` holds: 1, or (in a volume record) what :data:`LIST_FEATURES` says."""
+    """How many values feature ``name`` holds: 1, 4 for ``crop``, or (in a volume record) what
+    :data:`LIST_FEATURES` says."""
+    if name == CROP:
+        return 4
     return LIST_FEATURES.get(name, 1) if volume else 1
 
 
@@ -55,10 +58,12 @@ FeatureValue = bytes | int | float
 MASK = "mask"
 #: The frame's 0-based index in its file (``--frames`` first, middle or all).
 FRAME = "frame"
+#: ``--crop-foreground``: [top, left, bottom, right] of the kept box in the file's pixels.
+CROP = "crop"
 #: Derived by the reader from ``target`` and the manifest's class map; never stored.
 CLASS_NAME = "class_name"
 #: Feature names the extra columns and DICOM tags may not take.
-RESERVED_FEATURES = frozenset({*SCHEMA, MASK, FRAME, CLASS_NAME})
+RESERVED_FEATURES = frozenset({*SCHEMA, MASK, FRAME, CROP, CLASS_NAME})
 
 
 def tag_kinds(keywords: Sequence[str], extra_cols: Sequence[str] = ()) -> dict[str, FeatureKind]:
@@ -89,12 +94,13 @@ def run_schema(
     target: bool = True,
     frames: bool = False,
     volume: bool = False,
+    crop: bool = False,
 ) -> dict[str, FeatureKind]:
     """Every feature of a run's records and its kind (the manifest's ``schema``): the fixed
-    features, then the extra columns, DICOM tags, the mask and the frame, sorted by name."""
-    optional = (
-        dict(extra) | dict(tags) | ({MASK: "bytes"} if masks else {}) | ({FRAME: "int64"} if frames else {})
-    )
+    features, then the extra columns, DICOM tags, the mask, the frame and the crop box, sorted by name."""
+    kinds: list[tuple[str, FeatureKind]] = [(MASK, "bytes"), (FRAME, "int64"), (CROP, "int64")]
+    flags = {name: kind for (name, kind), on in zip(kinds, (masks, frames, crop), strict=True) if on}
+    optional = dict(extra) | dict(tags) | flags
     return fixed_schema(target, volume) | dict(sorted(optional.items()))
 
 
@@ -146,7 +152,7 @@ def serialize_example(features: Mapping[str, tuple[FeatureKind, Sequence[Feature
     return _field(1, entries)
 
 
-Features = Mapping[str, tuple[FeatureKind, FeatureValue]]
+Features = Mapping[str, tuple[FeatureKind, FeatureValue | list[int]]]
 
 
 def make_record(
@@ -169,8 +175,13 @@ def make_record(
         "channels": channels,
     }
     features = {name: (kind, [values[name]]) for name, kind in fixed_schema(target is not None).items()}
-    features.update({name: (kind, [value]) for name, (kind, value) in (extra or {}).items()})
+    features.update({name: (kind, _values(value)) for name, (kind, value) in (extra or {}).items()})
     return serialize_example(features)
+
+
+def _values(value: FeatureValue | list[int]) -> list[FeatureValue]:
+    """A feature's values: a list (``crop``) as it is, one value as a list of one."""
+    return [*value] if isinstance(value, list) else [value]
 
 
 def make_volume_record(
@@ -197,7 +208,7 @@ def make_volume_record(
         "spacing": [float(v) for v in spacing],
     }
     features = {name: (kind, values[name]) for name, kind in fixed_schema(target is not None, True).items()}
-    features.update({name: (kind, [value]) for name, (kind, value) in (extra or {}).items()})
+    features.update({name: (kind, _values(value)) for name, (kind, value) in (extra or {}).items()})
     if masks is not None:
         features[MASK] = ("bytes", list(masks))
     return serialize_example(features)

@@ -19,7 +19,7 @@ from .errors import Failure, MaskError, Reason, RowError, os_error_reason
 from .faults import inject_row_fault
 from .inputs import local_file
 from .labels import Row
-from .records import FRAME, MASK, FeatureKind, Features, FeatureValue, Sample, make_record
+from .records import CROP, FRAME, MASK, FeatureKind, Features, FeatureValue, Sample, make_record
 
 T = TypeVar("T")
 
@@ -118,6 +118,9 @@ def _fitted_mask_png(stack: np.ndarray, row: Row, task: Task, dicom: DicomImage)
     rows, cols = int(dicom.header.Rows), int(dicom.header.Columns)
     if mask.shape != (rows, cols):
         raise MaskError(f"mask {row.mask} is {mask.shape[0]} x {mask.shape[1]}, the image {rows} x {cols}")
+    if dicom.crop is not None:  # the image's crop, in file pixels
+        top, left, bottom, right = dicom.crop
+        mask = mask[top:bottom, left:right]
     return encode_png(fit_mask(mask, dicom.pixels.shape[:2], spec), spec.png_level)
 
 
@@ -125,9 +128,11 @@ def _features(row: Row, task: Task, dicom: DicomImage, mask: _RowMask | None) ->
     """The record's features beyond the schema: extra columns, DICOM tags, the mask, the frame."""
     from .dicom import tag_value
 
-    features: dict[str, tuple[FeatureKind, FeatureValue]] = {}
+    features: dict[str, tuple[FeatureKind, FeatureValue | list[int]]] = {}
     if task.spec.frames != "reject":
         features[FRAME] = ("int64", dicom.frame)
+    if task.spec.crop_foreground:
+        features[CROP] = ("int64", dicom.crop or [0, 0, int(dicom.header.Rows), int(dicom.header.Columns)])
     for (name, kind), value in zip(task.extra, row.extras, strict=True):
         features[name] = (kind, value)
     for keyword, kind in task.tags:
@@ -162,6 +167,7 @@ def _records(row: Row, task: Task, frames: Iterator[DicomImage], mask: _RowMask)
     spec = task.spec
     if spec.stack == 1:
         for dicom in frames:
+            dicom = _cropped(dicom, spec)
             yield _record(row, task, dicom, render(dicom.pixels, dicom.header, spec), mask)
         return
     import numpy as np
@@ -170,6 +176,21 @@ def _records(row: Row, task: Task, frames: Iterator[DicomImage], mask: _RowMask)
     rendered = ((dicom, render(dicom.pixels, dicom.header, grey)) for dicom in frames)
     for (dicom, _), planes in neighbours(rendered, spec.stack):
         yield _record(row, task, dicom, np.concatenate([p for _, p in planes], axis=2), mask)
+
+
+def _cropped(dicom: DicomImage, spec: ImageSpec) -> DicomImage:
+    """``dicom`` cut to its anatomy's box with ``--crop-foreground`` (the box kept in ``crop``)."""
+    if not spec.crop_foreground:
+        return dicom
+    from .crop import foreground_box, source_box
+
+    box = foreground_box(dicom.pixels, dicom.header)
+    source = (int(dicom.header.Rows), int(dicom.header.Columns))
+    crop = source_box(box, dicom.pixels.shape[:2], source)
+    if box is None:
+        return dataclasses.replace(dicom, crop=crop)
+    top, left, bottom, right = box
+    return dataclasses.replace(dicom, pixels=dicom.pixels[top:bottom, left:right], crop=crop)
 
 
 def neighbours(items: Iterable[T], k: int) -> Iterator[tuple[T, list[T]]]:
