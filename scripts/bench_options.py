@@ -67,7 +67,7 @@ def main() -> None:
             start = time.perf_counter()
             subprocess.run(command, check=True)
             seconds.append(time.perf_counter() - start)
-        count = sum(1 for _ in open(labels)) - 1
+        count = len(labels.read_text().splitlines()) - 1
         size = sum(p.stat().st_size for p in out.glob("*.tfrec"))
         median = statistics.median(seconds)
         results.append(
@@ -79,9 +79,8 @@ def main() -> None:
                 "bytes": size,
             }
         )
-        print(
-            f"{label:28} {count:5} files  {median:6.2f} s  {1000 * median / count:7.1f} ms/image  {size / 1e6:8.2f} MB"
-        )
+        per_image = 1000 * median / count
+        print(f"{label:28} {count:5} files  {median:6.2f} s  {per_image:7.1f} ms/image  {size / 1e6:8.2f} MB")
     (args.workdir / "options.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
