@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import hashlib
 import os
-import posixpath
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import tensorflow as tf
 
-from .config import Window
-from .errors import ConfigError, ShardCorrupt, ShardError
+from .errors import ShardCorrupt, ShardError
 from .policy import VALUE_OFFSET_16
 from .records import CLASS_NAME, MASK, SCHEMA, list_count
-from .sources import FsspecFiles, ShardSet, Source, cache_folder, cached, resolve
+from .sources import (
+    FsspecFiles,
+    ShardSet,
+    Source,
+    WindowArg,
+    cache_folder,
+    cached,
+    image_config,
+    read_windows,
+    resolve,
+    select,
+    shard_files,
+)
 from .storage import protocol
 from .tfrecord import count_records, iter_records
 
@@ -145,25 +155,6 @@ def class_names(source: Source, storage_options: dict[str, Any] | None = None) -
     return names
 
 
-def select(
-    shards: ShardSet, split: str | Sequence[str] | None, exclude: str | Sequence[str] | None
-) -> ShardSet:
-    """The files of some splits or folds (``split="val"``, ``split="fold3"``), or of all but some
-    (``exclude="fold3"``: the other folds), as the manifest lists them."""
-    if split is None and exclude is None:
-        return shards
-    parts: dict[str, Any] = ((shards.manifest or {}).get("splits") or {}).get("parts", {})
-    if not parts:
-        raise ShardError("these shards were converted without --split / --folds")
-    wanted = [split] if isinstance(split, str) else list(split or parts)
-    dropped = [exclude] if isinstance(exclude, str) else list(exclude or [])
-    unknown = sorted(set(wanted + dropped) - set(parts))
-    if unknown:
-        raise ShardError(f"no split or fold {', '.join(unknown)}; the manifest has {', '.join(parts)}")
-    names = {f for name in wanted if name not in dropped for f in parts[name]["shards"]}
-    return shards.subset([i for i, f in enumerate(shards.files) if posixpath.basename(f) in names])
-
-
 def _is_url(path: str) -> bool:
     return "://" in path
 
@@ -210,48 +201,6 @@ def check_shards(shards: ShardSet, level: str = "size") -> None:
                     digest.update(chunk)
             if digest.hexdigest() != sha:
                 raise ShardError(f"{path}: SHA-256 differs from the manifest (damaged or replaced)")
-
-
-def shard_files(shards: ShardSet, num_shards: int, index: int) -> ShardSet:
-    """File-level sharding for multi-worker training: every ``num_shards``-th file from ``index``."""
-    if num_shards < 1 or not 0 <= index < num_shards:
-        raise ShardError(f"need 0 <= index < num_shards, got index={index}, num_shards={num_shards}")
-    if len(shards.files) < num_shards:
-        raise ShardError(
-            f"{len(shards.files)} shard file(s) cannot be split across {num_shards} workers; "
-            "convert with a smaller --records-per-shard"
-        )
-    return shards.subset(range(index, len(shards.files), num_shards))
-
-
-def _image_config(manifest: dict[str, Any] | None) -> dict[str, Any]:
-    return (manifest or {}).get("config", {}).get("image", {})
-
-
-WindowArg = str | tuple[float, float] | Sequence[tuple[float, float]] | None
-
-
-def _window(window: WindowArg, manifest: dict[str, Any] | None) -> list[tuple[float, float]] | None:
-    """The read-time windows: one (C, W), several (one channel each), or the manifest's."""
-    if window is None:
-        return None
-    if window != "manifest":
-        if isinstance(window, str):
-            raise ValueError(f"window must be (center, width), a list of them, or 'manifest', not {window!r}")
-        pairs: list[Any] = [window] if isinstance(window[0], (int, float)) else list(window)
-        return [(float(pair[0]), float(pair[1])) for pair in pairs]
-    image = _image_config(manifest)
-    texts = [str(t) for t in image.get("channel_windows") or [image.get("window", "")]]
-    found = []
-    for text in texts:
-        try:
-            recorded = Window.parse(text)
-        except ConfigError:
-            recorded = Window()
-        if recorded.center is None or recorded.width is None:
-            raise ShardError(f"the manifest records no fixed window (window={text!r}); pass window=(C, W)")
-        found.append((recorded.center, recorded.width))
-    return found
 
 
 def window_image(values: tf.Tensor, center: float, width: float) -> tf.Tensor:
@@ -317,9 +266,9 @@ def make_dataset(
         check_shards(shards, check)
     elif check != "none":
         _check_remote_sizes(shards, remote)
-    image_cfg = _image_config(shards.manifest)
+    image_cfg = image_config(shards.manifest)
     bits = int(image_cfg.get("bits", 8))
-    win = _window(window, shards.manifest)
+    win = read_windows(window, shards.manifest)
     if win is not None and bits != 16:
         raise ValueError("window applies to 16-bit records; these are 8-bit (already windowed)")
     png_dtype = tf.uint16 if bits == 16 else tf.uint8

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import ShardError
+from .config import Window
+from .errors import ConfigError, ShardError
 from .manifest import MANIFEST_NAME, parse_manifest
 from .shards import INDEX_SUFFIX, SHARD_SUFFIX, shard_count
 
@@ -257,3 +258,65 @@ def cached(shards: ShardSet, files: FsspecFiles, folder: str) -> ShardSet:
         folder if shards.folder else None,
         shards.entries,
     )
+
+
+def select(
+    shards: ShardSet, split: str | Sequence[str] | None, exclude: str | Sequence[str] | None
+) -> ShardSet:
+    """The files of some splits or folds (``split="val"``, ``split="fold3"``), or of all but some
+    (``exclude="fold3"``: the other folds), as the manifest lists them."""
+    if split is None and exclude is None:
+        return shards
+    parts: dict[str, Any] = ((shards.manifest or {}).get("splits") or {}).get("parts", {})
+    if not parts:
+        raise ShardError("these shards were converted without --split / --folds")
+    wanted = [split] if isinstance(split, str) else list(split or parts)
+    dropped = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    unknown = sorted(set(wanted + dropped) - set(parts))
+    if unknown:
+        raise ShardError(f"no split or fold {', '.join(unknown)}; the manifest has {', '.join(parts)}")
+    names = {f for name in wanted if name not in dropped for f in parts[name]["shards"]}
+    return shards.subset([i for i, f in enumerate(shards.files) if posixpath.basename(f) in names])
+
+
+def shard_files(shards: ShardSet, num_shards: int, index: int) -> ShardSet:
+    """File-level sharding for multi-worker training: every ``num_shards``-th file from ``index``."""
+    if num_shards < 1 or not 0 <= index < num_shards:
+        raise ShardError(f"need 0 <= index < num_shards, got index={index}, num_shards={num_shards}")
+    if len(shards.files) < num_shards:
+        raise ShardError(
+            f"{len(shards.files)} shard file(s) cannot be split across {num_shards} workers; "
+            "convert with a smaller --records-per-shard"
+        )
+    return shards.subset(range(index, len(shards.files), num_shards))
+
+
+def image_config(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """The image options a manifest's run was converted with (``config.image``)."""
+    return (manifest or {}).get("config", {}).get("image", {})
+
+
+WindowArg = str | tuple[float, float] | Sequence[tuple[float, float]] | None
+
+
+def read_windows(window: WindowArg, manifest: dict[str, Any] | None) -> list[tuple[float, float]] | None:
+    """The read-time windows: one (C, W), several (one channel each), or the manifest's."""
+    if window is None:
+        return None
+    if window != "manifest":
+        if isinstance(window, str):
+            raise ValueError(f"window must be (center, width), a list of them, or 'manifest', not {window!r}")
+        pairs: list[Any] = [window] if isinstance(window[0], (int, float)) else list(window)
+        return [(float(pair[0]), float(pair[1])) for pair in pairs]
+    image = image_config(manifest)
+    texts = [str(t) for t in image.get("channel_windows") or [image.get("window", "")]]
+    found = []
+    for text in texts:
+        try:
+            recorded = Window.parse(text)
+        except ConfigError:
+            recorded = Window()
+        if recorded.center is None or recorded.width is None:
+            raise ShardError(f"the manifest records no fixed window (window={text!r}); pass window=(C, W)")
+        found.append((recorded.center, recorded.width))
+    return found
