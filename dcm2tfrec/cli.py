@@ -184,6 +184,23 @@ def scan(**opts: Any) -> None:
             click.echo(line)
 
 
+@cli.command("export-tfds")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--to", type=click.Path(path_type=Path), help="Folder to write (new). [default: OUT/tfds]")
+def export_tfds(out: Path, to: Path | None) -> None:
+    """Make a finished output loadable with tfds.builder_from_directory (no bytes copied).
+
+    \b
+    Writes hard links under TFDS's file names, dataset_info.json and features.json.
+    Exit codes: 0 written; 2 usage error (no manifest, the folder exists, no tensorflow-datasets).
+    """
+    from .tfds_export import export_tfds as run
+
+    with library_errors():
+        target = run(out, to)
+    click.echo(f"dcm2tfrec export-tfds: {target} (tfds.builder_from_directory({str(target)!r}))")
+
+
 def main() -> None:
     """Console entry point: unexpected exceptions exit 1 with a traceback and a clear line."""
     try:

@@ -27,6 +27,8 @@ RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 #: guessed), its ``first`` or ``middle`` frame, or ``all`` frames as one record each.
 FramesMode = Literal["reject", "first", "middle", "all"]
 ImageFormat = Literal["png", "jpeg"]
+Compression = Literal["none", "gzip"]
+COMPRESSIONS: tuple[str, ...] = get_args(Compression)
 IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
 FRAMES_MODES: tuple[str, ...] = get_args(FramesMode)
 #: ``--stack``: 1 (no stack) or 3 neighbouring frames (a PNG holds at most 4 channels; centred needs odd).
@@ -218,6 +220,8 @@ class ConvertConfig:
     resume: bool = False
     allow_outside_root: bool = False
     index: bool = False
+    #: ``gzip``: shards are one gzip stream each (TFRecordWriter's ``compression_type="GZIP"``).
+    compression: Compression = "none"
     #: Per-row time limit in seconds; a row over it becomes a 'timeout' failure.
     timeout: float = 300.0
     #: Address-space cap per worker process in MiB (RLIMIT_AS); 0 = no cap.
@@ -311,6 +315,13 @@ class ConvertConfig:
         if self.resume and self.overwrite:
             raise ConfigError(
                 "--resume keeps an interrupted run and --overwrite replaces it: pass one of them"
+            )
+        if self.compression not in COMPRESSIONS:
+            raise ConfigError(f"--compression must be one of {', '.join(COMPRESSIONS)}")
+        if self.compression == "gzip" and self.index:
+            raise ConfigError(
+                "--index offsets address bytes of the file, which a gzip stream cannot seek to: "
+                "use --compression none with --index"
             )
         if self.split and self.folds:
             raise ConfigError("--split and --folds exclude each other: pass one of them")

@@ -32,7 +32,7 @@ from .shards import SHARD_SUFFIX, shard_count
 from .sources import FsspecFiles, ShardSet, not_a_shard, resolve
 from .storage import protocol
 from .storage.posix import PosixStore
-from .tfrecord import iter_records
+from .tfrecord import iter_records, open_records
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
@@ -303,7 +303,7 @@ def inspect_shard(
     store = PosixStore(str(path.parent))
     try:
         report.sha256, report.bytes = store.sha256(path.name), store.size(path.name)
-        with open(path, "rb") as handle:
+        with open_records(str(path)) as handle:
             for index, (offset, data) in enumerate(iter_records(handle, str(path))):
                 report.records += 1
                 try:
@@ -417,7 +417,7 @@ def iter_images(shards: list[Path], limit: int) -> Iterator[tuple[str, int | Non
     count = 0
     for path in shards:
         try:
-            with open(path, "rb") as handle:
+            with open_records(str(path)) as handle:
                 for _, data in iter_records(handle, str(path)):
                     if count >= limit:
                         return

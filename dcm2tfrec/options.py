@@ -14,6 +14,7 @@ import click
 from .config import (
     BITS,
     CHANNELS,
+    COMPRESSIONS,
     FRAMES_MODES,
     IMAGE_FORMATS,
     PNG_LEVELS,
@@ -244,6 +245,12 @@ CONVERT = options(
     ),
     _opt("--allow-outside-root", is_flag=True, help="Accept CSV paths that resolve outside --images."),
     _opt("--index", is_flag=True, help="Also write a DALI / tfrecord-package index per shard (.idx)."),
+    _opt(
+        "--compression",
+        type=click.Choice(COMPRESSIONS),
+        default=_config("compression"),
+        help="gzip: each shard one gzip stream (TFRecordDataset(compression_type='GZIP')).",
+    ),
     STORAGE,
     DASK,
 )

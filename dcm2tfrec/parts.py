@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .errors import Failure, Note, OutputError
 from .records import Sample
-from .shards import ShardInfo, index_name, shard_name, shard_stem
+from .shards import ShardInfo, index_name, shard_name, shard_object, shard_stem
 from .storage import PARTIAL_SUFFIX, Store
 from .tfrecord import frame, index_text
 
@@ -155,7 +155,9 @@ class ShardPlanner:
         return None, plan.failures, self.position
 
 
-def assemble(store: Store, prefix: str, plan: ShardPlan, write_index: bool) -> ShardInfo:
+def assemble(
+    store: Store, prefix: str, plan: ShardPlan, write_index: bool, compression: str = "none"
+) -> ShardInfo:
     """Write shard ``plan.index`` from its pieces (and its index file first); idempotent: a retried
     task that finds the same bytes already published returns their info."""
     name = shard_name(prefix, plan.index, plan.records)
@@ -164,7 +166,7 @@ def assemble(store: Store, prefix: str, plan: ShardPlan, write_index: bool) -> S
         offsets.append((at, length))
         at += length
     index = index_name(name) if write_index else None
-    writer = store.writer(shard_stem(prefix, plan.index))
+    writer = shard_object(store, shard_stem(prefix, plan.index), compression)
     try:
         for piece in plan.pieces:
             writer.write(store.read_range(piece.part, piece.offset, piece.length))

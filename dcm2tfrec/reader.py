@@ -31,7 +31,7 @@ from .sources import (
     shard_files,
 )
 from .storage import protocol
-from .tfrecord import count_records, iter_records
+from .tfrecord import count_records, iter_records, open_records
 
 _DTYPES = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
 
@@ -87,7 +87,7 @@ def _streamed(path: tf.Tensor, files: FsspecFiles) -> tf.data.Dataset:
 
     def records(name: bytes) -> Iterator[bytes]:
         url = name.decode()
-        with files.fs.open(url.split("://", 1)[-1], "rb") as handle:
+        with files.fs.open(url.split("://", 1)[-1], "rb") as raw, open_records(url, raw) as handle:
             for _, data in iter_records(handle, url):
                 yield data
 
@@ -165,7 +165,7 @@ def _check_local(path: str, records: int | None) -> None:
     if not os.path.isfile(path):
         raise ShardError(f"{path}: not a regular file (a FIFO or device?)")
     try:
-        with open(path, "rb") as handle:
+        with open_records(path) as handle:
             count = count_records(handle, path)
     except ShardCorrupt as exc:
         raise ShardError(str(exc)) from None
@@ -290,13 +290,14 @@ def make_dataset(
             tf.constant(ids, tf.int64), tf.constant(labels, tf.string)
         )
         names = tf.lookup.StaticHashTable(initializer, default_value="")
+    compression = "GZIP" if (shards.manifest or {}).get("config", {}).get("compression") == "gzip" else ""
     files = tf.data.Dataset.from_tensor_slices(shards.files)
     if shuffle:
         files = files.shuffle(len(shards.files), seed=seed, reshuffle_each_iteration=True)
     ds = files.interleave(
         (lambda f: _streamed(f, remote))
         if remote
-        else (lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20)),
+        else (lambda f: tf.data.TFRecordDataset(f, compression, buffer_size=1 << 20)),
         cycle_length=max(1, min(cycle_length, len(shards.files))),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,

@@ -13,7 +13,7 @@ from typing import Any
 from .errors import OutputError
 from .faults import fault_point
 from .storage import ObjectWriter, Store
-from .tfrecord import frame, index_text
+from .tfrecord import frame, gzip_compressor, index_text
 
 SHARD_SUFFIX = ".tfrec"
 INDEX_SUFFIX = ".idx"
@@ -63,6 +63,43 @@ class ShardInfo:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+class GzipWriter(ObjectWriter):
+    """``inner`` receiving the gzip stream of what is written (``--compression gzip``); size and
+    SHA-256 are those of the stored, compressed bytes."""
+
+    def __init__(self, inner: ObjectWriter) -> None:
+        super().__init__()
+        self.inner, self._compressor = inner, gzip_compressor()
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(self._compressor.compress(data))
+        self.size = self.inner.size
+
+    def _write(self, data: bytes) -> None:
+        self.inner.write(data)
+
+    @property
+    def sha256(self) -> str:
+        return self.inner.sha256
+
+    def finish(self) -> None:
+        self.inner.write(self._compressor.flush())
+        self.size = self.inner.size
+        self.inner.finish()
+
+    def publish(self, name: str) -> None:
+        self.inner.publish(name)
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+
+def shard_object(store: Store, stem: str, compression: str) -> ObjectWriter:
+    """A shard's streamed object, gzipped with ``compression="gzip"``."""
+    writer = store.writer(stem)
+    return GzipWriter(writer) if compression == "gzip" else writer
+
+
 class ShardWriter:
     """Writes framed records into numbered shards of exactly ``records_per_shard`` records.
 
@@ -77,8 +114,9 @@ class ShardWriter:
         records_per_shard: int,
         write_index: bool = False,
         first_index: int = 0,
+        compression: str = "none",
     ) -> None:
-        self.store = store
+        self.store, self.compression = store, compression
         self.prefix = prefix
         self.records_per_shard = records_per_shard
         self.write_index = write_index
@@ -95,7 +133,7 @@ class ShardWriter:
         data = frame(record)
         try:
             if self._object is None:
-                self._object = self.store.writer(shard_stem(self.prefix, self.index))
+                self._object = shard_object(self.store, shard_stem(self.prefix, self.index), self.compression)
             offset = self._object.size
             self._object.write(data)
         except OSError as exc:

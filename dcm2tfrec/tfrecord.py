@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -28,7 +31,37 @@ def frame(record: bytes) -> bytes:
     return length + struct.pack("<I", masked_crc(length)) + record + struct.pack("<I", masked_crc(record))
 
 
+#: The first bytes of a gzip stream: a shard written with ``--compression gzip``.
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@contextlib.contextmanager
+def open_records(path: str, handle: BinaryIO | None = None) -> Iterator[BinaryIO]:
+    """A shard (the file at ``path``, or ``handle``) to read records from: a gzip one through
+    gzip, whose damage then surfaces as ShardCorrupt naming ``path``."""
+    with contextlib.ExitStack() as stack:
+        raw = handle if handle is not None else stack.enter_context(open(path, "rb"))
+        start = raw.tell()
+        magic = raw.read(2)
+        raw.seek(start)
+        if magic != GZIP_MAGIC:
+            yield raw
+            return
+        unzipped = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+        try:
+            yield unzipped  # type: ignore[misc]
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise ShardCorrupt(f"{path}: the gzip stream is damaged: {exc}") from None
+
+
+def gzip_compressor() -> zlib._Compress:
+    """The deterministic gzip stream of ``--compression gzip`` (no name, no time in the header)."""
+    return zlib.compressobj(6, zlib.DEFLATED, 31)
+
+
 def _size(handle: BinaryIO) -> int | None:
+    if isinstance(handle, gzip.GzipFile):
+        return None  # offsets are in the uncompressed stream: no file size bounds them
     try:
         return os.fstat(handle.fileno()).st_size
     except (AttributeError, OSError, ValueError):  # not a file: no bound to check against

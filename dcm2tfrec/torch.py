@@ -36,7 +36,7 @@ from .sources import (
     select,
 )
 from .storage import protocol
-from .tfrecord import iter_records
+from .tfrecord import iter_records, open_records
 
 _DTYPES = ("uint8", "float32")
 
@@ -150,7 +150,7 @@ class ShardDataset(IterableDataset):
         rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{worker}")
         buffer: list[bytes] = []
         for index in self._my_files(worker, workers):
-            with open(self.files[index], "rb") as handle:
+            with open_records(self.files[index]) as handle:
                 for _, data in iter_records(handle, self.files[index]):
                     if not self.shuffle:
                         yield self._item(data)

@@ -55,7 +55,9 @@ class PartEngine(Protocol):
 
     def parts(self, task: Task, chunks: list[list[Row]], timeout: float, segment: str, out: Any) -> Any: ...
 
-    def assemble(self, out: Any, prefix: str, plan: ShardPlan, write_index: bool) -> Any: ...
+    def assemble(
+        self, out: Any, prefix: str, plan: ShardPlan, write_index: bool, compression: str
+    ) -> Any: ...
 
 
 class OrderedWriter:
@@ -72,8 +74,9 @@ class OrderedWriter:
     def segment(
         self, task: Task, prefix: str, todo: list[list[Row]], first: int, report: Callable[[], None]
     ) -> None:
+        config = self.config
         writer = self._writer = ShardWriter(
-            self.store, prefix, self.config.records_per_shard, self.config.index, first
+            self.store, prefix, config.records_per_shard, config.index, first, config.compression
         )
         tally, journal = self.tally, self.journal
         for chunk in self.engine.results(task, todo, self.config.timeout):
@@ -128,14 +131,21 @@ class PartsWriter:
             self.rejected += sum(1 for row in part.rows if isinstance(row, Failure))
             self.notes += part.notes
             for plan in planner.add(part):
-                self._pending.append((plan, self.engine.assemble(out, prefix, plan, self.config.index)))
+                self._pending.append(
+                    (
+                        plan,
+                        self.engine.assemble(out, prefix, plan, self.config.index, self.config.compression),
+                    )
+                )
             self._publish_done(planner, wait=False)
             self.tally.position = planner.position
             fault_point("row", self.tally.position)
             report()
         last, failures, position = planner.close()
         if last is not None:
-            self._pending.append((last, self.engine.assemble(out, prefix, last, self.config.index)))
+            self._pending.append(
+                (last, self.engine.assemble(out, prefix, last, self.config.index, self.config.compression))
+            )
         self._publish_done(planner, wait=True)
         self.tally.position = position
         if last is None:

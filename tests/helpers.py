@@ -36,7 +36,10 @@ def read_shards(out: Path) -> list[dict[str, Any]]:
     schema = json.loads(manifest.read_text())["schema"] if manifest.is_file() else {}
     framed = "frame" in schema
     records = []
-    for raw in tf.data.TFRecordDataset(files):
+    compressed = (
+        manifest.is_file() and json.loads(manifest.read_text())["config"].get("compression") == "gzip"
+    )
+    for raw in tf.data.TFRecordDataset(files, "GZIP" if compressed else ""):
         ex = parse_example(raw, schema if framed else None)
         png = ex["image"]
         dtype = tf.uint16 if png.numpy()[24:25] == b"\x10" else tf.uint8

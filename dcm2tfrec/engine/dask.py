@@ -58,11 +58,11 @@ def run_part(
     return write_part(open_store(*out), part_name(segment, chunk), results)
 
 
-def run_assemble(out: Any, prefix: str, plan: ShardPlan, write_index: bool) -> ShardInfo:
+def run_assemble(out: Any, prefix: str, plan: ShardPlan, write_index: bool, compression: str) -> ShardInfo:
     """One shard assembled on a Dask worker from byte ranges of parts."""
     from ..storage import open_store
 
-    return assemble(open_store(*out), prefix, plan, write_index)
+    return assemble(open_store(*out), prefix, plan, write_index, compression)
 
 
 def canary() -> dict[str, Any]:
@@ -204,9 +204,9 @@ class DaskEngine(Engine):
 
         yield from self._in_order(submit, len(chunks))
 
-    def assemble(self, out: Any, prefix: str, plan: ShardPlan, write_index: bool) -> Any:
+    def assemble(self, out: Any, prefix: str, plan: ShardPlan, write_index: bool, compression: str) -> Any:
         """A future of shard ``plan.index``'s ShardInfo, assembled on the cluster."""
-        future = self._client.submit(run_assemble, out, prefix, plan, write_index, pure=False)
+        future = self._client.submit(run_assemble, out, prefix, plan, write_index, compression, pure=False)
         self._assembling = [f for f in self._assembling if not f.done()] + [future]
         return future
 
