@@ -317,7 +317,7 @@ def make_dataset(
 
     def decode_stored(data: tf.Tensor) -> tf.Tensor:
         if jpeg:
-            return tf.io.decode_jpeg(data, channels=channels)
+            return tf.io.decode_jpeg(data, channels=channels, dct_method="INTEGER_ACCURATE")  # as OpenCV
         return tf.io.decode_png(data, channels=channels, dtype=png_dtype)
 
     def decode_pngs(pngs: tf.Tensor) -> tf.Tensor:

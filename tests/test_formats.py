@@ -67,3 +67,31 @@ def test_three_channel_jpeg_keeps_its_channel_order_and_16_bit_is_refused(tmp_pa
         cli, convert_args(labels, tmp_path / "img", tmp_path / "x", "--format", "jpeg", "--bits", "16")
     )
     assert refused.exit_code == 2 and "16-bit records stay PNG" in refused.output
+
+
+def test_jpeg_records_read_back_in_torch_and_tfds(tmp_path: Path) -> None:
+    import pytest
+
+    labels = make_demo(tmp_path, count=6)
+    out = tmp_path / "out"
+    args = convert_args(
+        labels, tmp_path / "images", out, "--size", "32", "--format", "jpeg", "--split", "train=1"
+    )
+    assert CliRunner().invoke(cli, args).exit_code == 3
+    reference = _images(out)
+    torch = pytest.importorskip("torch")
+    from dcm2tfrec.torch import ShardDataset
+
+    for item in ShardDataset(out, with_features=True):
+        assert isinstance(item["image"], torch.Tensor) and item["image"].shape == (1, 32, 32)
+        difference = np.abs(
+            item["image"].numpy()[0].astype(int) - reference[item["image_id"]][..., 0].astype(int)
+        )
+        assert difference.max() <= 1  # both decode with libjpeg's accurate integer IDCT
+    tfds = pytest.importorskip("tensorflow_datasets")
+    assert CliRunner().invoke(cli, ["export-tfds", str(out)]).exit_code == 0
+    builder = tfds.builder_from_directory(str(out / "tfds"))
+    examples = list(tfds.as_numpy(builder.as_dataset(split="train")))
+    assert len(examples) == 5 and all(
+        np.array_equal(e["image"], reference[e["image_id"].decode()]) for e in examples
+    )
