@@ -92,6 +92,7 @@ def test_jpeg_records_read_back_in_torch_and_tfds(tmp_path: Path) -> None:
     assert CliRunner().invoke(cli, ["export-tfds", str(out)]).exit_code == 0
     builder = tfds.builder_from_directory(str(out / "tfds"))
     examples = list(tfds.as_numpy(builder.as_dataset(split="train")))
-    assert len(examples) == 5 and all(
-        np.array_equal(e["image"], reference[e["image_id"].decode()]) for e in examples
-    )
+    assert len(examples) == len(reference)
+    for example in examples:  # TFDS decodes JPEG with TensorFlow's fast IDCT: a few levels apart
+        apart = np.abs(example["image"].astype(int) - reference[example["image_id"].decode()].astype(int))
+        assert apart.mean() < 1.0 and apart.max() <= 16
