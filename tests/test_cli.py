@@ -130,13 +130,17 @@ def _group(leader: int) -> list[bytes]:
 def test_ctrl_c_while_the_workers_start_is_quiet_and_leaves_nothing(demo, tmp_path: Path) -> None:
     """Ctrl-C while the fork server still imports the pixel stack: no traceback from the server
     or from a half-started worker, exit 130, and no process left behind."""
+    from dcm2tfrec.faults import FAULTS_ENV
+
     labels, images = demo
+    hang = {**os.environ, FAULTS_ENV: json.dumps({"000003": "hang"})}  # the run cannot end first
     proc = subprocess.Popen(
         [*DCM2TFREC, *_args(labels, images, tmp_path / "out", "-q")],
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
         preexec_fn=_ctrl_c_default,
+        env=hang,
     )
     deadline = time.time() + 60
     while time.time() < deadline and not any(b"forkserver" in c for c in _group(proc.pid)):
@@ -150,6 +154,31 @@ def test_ctrl_c_while_the_workers_start_is_quiet_and_leaves_nothing(demo, tmp_pa
     while time.time() < deadline and _group(proc.pid):
         time.sleep(0.05)
     assert _group(proc.pid) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_ctrl_c_while_the_server_is_being_started_is_never_lost(demo, tmp_path: Path) -> None:
+    """Ctrl-C the moment the resource tracker appears, i.e. while the caller starts the fork server
+    (a stop there was once swallowed and the run went on): exit 130, every time, promptly."""
+    from dcm2tfrec.faults import FAULTS_ENV
+
+    labels, images = demo
+    hang = {**os.environ, FAULTS_ENV: json.dumps({"000003": "hang"})}
+    for attempt in range(4):
+        proc = subprocess.Popen(
+            [*DCM2TFREC, *_args(labels, images, tmp_path / f"out{attempt}", "-q")],
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            preexec_fn=_ctrl_c_default,
+            env=hang,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(b"resource_tracker" in c for c in _group(proc.pid)):
+            time.sleep(0.002)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and "Traceback" not in err, (attempt, err)
 
 
 @pytest.mark.parametrize(

@@ -15,12 +15,11 @@ import os
 import resource
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from multiprocessing import forkserver
+from multiprocessing import forkserver, resource_tracker
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext, ForkServerProcess
 from types import ModuleType
@@ -68,22 +67,20 @@ _CONTEXT = _Context()
 
 def start_server() -> None:
     """Start the fork server with :data:`policy.PRELOAD`, if it is not running, so that its imports
-    overlap the caller's own work. It starts with Ctrl-C, SIGTERM and SIGHUP ignored (when called
-    from the main thread): a stop during its imports then prints no traceback from it, and the server
+    overlap the caller's own work. It starts with Ctrl-C, SIGTERM and SIGHUP blocked (the mask of
+    the calling thread): a stop during its imports then prints no traceback from it, and the server
     and the workers leave stopping to the caller (they exit when it goes)."""
     _CONTEXT.set_forkserver_preload(list(PRELOAD))
-    if threading.current_thread() is not threading.main_thread():
-        forkserver.ensure_running()
-        return
-    handlers = {signum: signal.getsignal(signum) for signum in _STOPS}
-    handlers = {signum: handler for signum, handler in handlers.items() if handler is not None}
-    for signum in handlers:
-        signal.signal(signum, signal.SIG_IGN)
+    # Blocked in this thread, which starts the server: the server inherits the mask through exec,
+    # so a stop never interrupts its imports (it ignores Ctrl-C itself later). This process keeps
+    # its handlers, and its other threads take a stop meanwhile: none is lost (ignoring them here,
+    # even briefly, lost a Ctrl-C that a helper thread received in that moment).
+    resource_tracker.ensure_running()  # first: starting it unblocks SIGINT and SIGTERM again
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
     try:
         forkserver.ensure_running()
     finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def memory_cap(mib: int) -> int:
