@@ -126,28 +126,35 @@ def _group(leader: int) -> list[bytes]:
     return [command for _, group, command in live_processes().values() if group == leader]
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-def test_ctrl_c_while_the_workers_start_is_quiet_and_leaves_nothing(demo, tmp_path: Path) -> None:
-    """Ctrl-C while the fork server still imports the pixel stack: no traceback from the server
-    or from a half-started worker, exit 130, and no process left behind."""
+def _ctrl_c_when(demo, out: Path, seen: bytes, after: float = 0.0) -> tuple[subprocess.Popen, str]:
+    """A run (one of its rows hangs, so it cannot end first) sent Ctrl-C ``after`` seconds after a
+    process of its group whose command line holds ``seen`` appears; returns it, finished, and its stderr."""
     from dcm2tfrec.faults import FAULTS_ENV
 
     labels, images = demo
-    hang = {**os.environ, FAULTS_ENV: json.dumps({"000003": "hang"})}  # the run cannot end first
     proc = subprocess.Popen(
-        [*DCM2TFREC, *_args(labels, images, tmp_path / "out", "-q")],
+        [*DCM2TFREC, *_args(labels, images, out, "-q")],
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
         preexec_fn=_ctrl_c_default,
-        env=hang,
+        env={**os.environ, FAULTS_ENV: json.dumps({"000003": "hang"})},
     )
     deadline = time.time() + 60
-    while time.time() < deadline and not any(b"forkserver" in c for c in _group(proc.pid)):
-        time.sleep(0.005)
-    time.sleep(0.15)  # into the server's imports (0.6 s here), past its interpreter's start
+    while time.time() < deadline and not any(seen in c for c in _group(proc.pid)):
+        time.sleep(0.002)
+    time.sleep(after)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=30)
+    return proc, err
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_ctrl_c_while_the_workers_start_is_quiet_and_leaves_nothing(demo, tmp_path: Path) -> None:
+    """Ctrl-C while the fork server still imports the pixel stack: no traceback from the server
+    or from a half-started worker, exit 130, and no process left behind."""
+    # 0.15 s: into the server's imports (0.6 s here), past its interpreter's start
+    proc, err = _ctrl_c_when(demo, tmp_path / "out", b"forkserver", after=0.15)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     deadline = time.time() + 10
@@ -160,24 +167,8 @@ def test_ctrl_c_while_the_workers_start_is_quiet_and_leaves_nothing(demo, tmp_pa
 def test_ctrl_c_while_the_server_is_being_started_is_never_lost(demo, tmp_path: Path) -> None:
     """Ctrl-C the moment the resource tracker appears, i.e. while the caller starts the fork server
     (a stop there was once swallowed and the run went on): exit 130, every time, promptly."""
-    from dcm2tfrec.faults import FAULTS_ENV
-
-    labels, images = demo
-    hang = {**os.environ, FAULTS_ENV: json.dumps({"000003": "hang"})}
     for attempt in range(4):
-        proc = subprocess.Popen(
-            [*DCM2TFREC, *_args(labels, images, tmp_path / f"out{attempt}", "-q")],
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            preexec_fn=_ctrl_c_default,
-            env=hang,
-        )
-        deadline = time.time() + 60
-        while time.time() < deadline and not any(b"resource_tracker" in c for c in _group(proc.pid)):
-            time.sleep(0.002)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        proc, err = _ctrl_c_when(demo, tmp_path / f"out{attempt}", b"resource_tracker")
         assert proc.returncode == 130 and "Traceback" not in err, (attempt, err)
 
 
