@@ -27,7 +27,7 @@ import numpy as np
 from .config import MAX_SIDE
 from .errors import ConfigError, ShardCorrupt, ShardError
 from .manifest import MANIFEST_NAME
-from .records import SCHEMA, VOLUME_SCHEMA, check_schema, decode_record
+from .records import SCHEMA, VOLUME_SCHEMA, check_schema, decode_record, is_volume
 from .shards import SHARD_SUFFIX, shard_count
 from .sources import FsspecFiles, ShardSet, not_a_shard, resolve
 from .storage import protocol
@@ -229,7 +229,7 @@ def _check_record(
 
 def _is_volume(features: Mapping[str, Any]) -> bool:
     """Whether a record is a volume (``--volume``): slices in ``frames``, no ``image``."""
-    return "frames" in features and "image" not in features
+    return is_volume(features)
 
 
 def _check_png(
@@ -351,7 +351,7 @@ def _checked_schema(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     schema = (manifest or {}).get("schema")
     if not isinstance(schema, dict):
         return None
-    fixed = VOLUME_SCHEMA if "frames" in schema and "image" not in schema else SCHEMA
+    fixed = VOLUME_SCHEMA if is_volume(schema) else SCHEMA
     return {name: kind for name, kind in fixed.items() if name in schema}
 
 

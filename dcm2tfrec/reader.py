@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from .errors import ShardCorrupt, ShardError
 from .policy import VALUE_OFFSET_16
-from .records import CLASS_NAME, MASK, SCHEMA, list_count
+from .records import CLASS_NAME, MASK, SCHEMA, is_volume, list_count
 from .sources import (
     FsspecFiles,
     ShardSet,
@@ -25,6 +25,7 @@ from .sources import (
     cache_folder,
     cached,
     image_config,
+    linear_window,
     read_windows,
     resolve,
     select,
@@ -113,7 +114,7 @@ def feature_spec(schema: dict[str, str] | None = None) -> dict[str, Any]:
     :data:`records.SCHEMA`."""
     spec: dict[str, Any] = {}
     schema = schema or dict(SCHEMA)
-    volume = "frames" in schema and "image" not in schema
+    volume = is_volume(schema)
     for name, kind in schema.items():
         count = list_count(name, volume)
         if isinstance(count, str):  # as many values as another feature says: a volume's slices
@@ -205,8 +206,8 @@ def check_shards(shards: ShardSet, level: str = "size") -> None:
 
 def window_image(values: tf.Tensor, center: float, width: float) -> tf.Tensor:
     """DICOM LINEAR window of modality values to [0, 1] (float32)."""
-    c, w = center - 0.5, max(width - 1.0, 1e-6)
-    return tf.clip_by_value((values - c) / w + 0.5, 0.0, 1.0)
+    low, span = linear_window(center, width)
+    return tf.clip_by_value((values - low) / span + 0.5, 0.0, 1.0)
 
 
 def make_dataset(
@@ -310,7 +311,7 @@ def make_dataset(
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
-    volume = "frames" in schema and "image" not in schema
+    volume = is_volume(schema)
     depth = int(image_cfg.get("depth") or 0) or None
 
     jpeg = image_cfg.get("format") == "jpeg"

@@ -10,7 +10,7 @@ them into messages equal to the ones its own serializer builds.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,6 +43,12 @@ VOLUME_SCHEMA: dict[str, FeatureKind] = {
 #: A volume record's features holding more than one value: how many (a number, or the feature that
 #: says); its ``mask`` holds one PNG per slice.
 LIST_FEATURES: dict[str, int | str] = {"frames": "depth", "spacing": 3, "mask": "depth"}
+
+
+def is_volume(names: Iterable[str]) -> bool:
+    """Whether a record (its feature names) or a run's schema is a volume's: ``frames``, no ``image``."""
+    present = set(names)
+    return "frames" in present and "image" not in present
 
 
 def list_count(name: str, volume: bool) -> int | str:
@@ -328,7 +334,7 @@ def check_schema(
 
 def _expected_count(name: str, features: dict[str, tuple[FeatureKind, list[FeatureValue]]]) -> int:
     """How many values a feature must have: one, or what :data:`LIST_FEATURES` says."""
-    count = list_count(name, "frames" in features and "image" not in features)
+    count = list_count(name, is_volume(features))
     if isinstance(count, int):
         return count
     values = features.get(count, ("int64", []))[1]

@@ -320,3 +320,9 @@ def read_windows(window: WindowArg, manifest: dict[str, Any] | None) -> list[tup
             raise ShardError(f"the manifest records no fixed window (window={text!r}); pass window=(C, W)")
         found.append((recorded.center, recorded.width))
     return found
+
+
+def linear_window(center: float, width: float) -> tuple[float, float]:
+    """DICOM's LINEAR window as ``(low, span)``: a value ``v`` shows at ``(v - low) / span + 0.5``,
+    clipped to [0, 1] (the one formula of the TensorFlow and the PyTorch readers)."""
+    return center - 0.5, max(width - 1.0, 1e-6)

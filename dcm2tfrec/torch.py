@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .errors import ShardError
 from .policy import VALUE_OFFSET_16
-from .records import CLASS_NAME, MASK, decode_record
+from .records import CLASS_NAME, MASK, decode_record, is_volume
 from .sources import (
     FsspecFiles,
     ShardSet,
@@ -31,6 +31,7 @@ from .sources import (
     cache_folder,
     cached,
     image_config,
+    linear_window,
     read_windows,
     resolve,
     select,
@@ -108,6 +109,7 @@ class ShardDataset(IterableDataset):
         self.image_dtype = image_dtype or ("uint8" if self.bits == 8 or self.windows else None)
         schema = (self.manifest or {}).get("schema") or {}
         self.has_target = "target" in schema or not schema
+        self._volume = is_volume(schema)
         self.names = {v: k for k, v in ((self.manifest or {}).get("class_map") or {}).items()}
         self.shuffle, self.seed, self.shuffle_buffer = shuffle, seed, max(1, shuffle_buffer)
         self.with_features = with_features
@@ -168,10 +170,8 @@ class ShardDataset(IterableDataset):
         if self.bits == 16 and (self.image_dtype == "float32" or self.windows):
             values = array.astype(np.float32) - float(VALUE_OFFSET_16)
             if self.windows:
-                shown = [
-                    np.clip((values - (c - 0.5)) / max(w - 1.0, 1e-6) + 0.5, 0.0, 1.0)
-                    for c, w in self.windows
-                ]
+                spans = [linear_window(c, w) for c, w in self.windows]
+                shown = [np.clip((values - low) / span + 0.5, 0.0, 1.0) for low, span in spans]
                 values = shown[0] if len(shown) == 1 else np.concatenate(shown, axis=-1)
                 if self.image_dtype == "uint8":
                     values = np.rint(values * 255.0).astype(np.uint8)
@@ -182,11 +182,6 @@ class ShardDataset(IterableDataset):
             array = array.astype(np.float32) / 255.0
         channels_first = np.moveaxis(array, -1, 0)
         return torch.from_numpy(np.ascontiguousarray(channels_first))
-
-    @property
-    def _volume(self) -> bool:
-        schema = (self.manifest or {}).get("schema") or {}
-        return "frames" in schema and "image" not in schema
 
     def _item(self, data: bytes) -> Any:
         features = decode_record(data)
